@@ -1,0 +1,78 @@
+"""Process set-up shared by every process raydd starts: allocator tuning and Ray start-up.
+
+glibc's default malloc hands large blocks (torch activations) back to the kernel on every free, so a CPU
+forward pass pays a page fault per touched page on every batch; on the 2-core machines raydd is developed on
+that made a conv net's forward 3x slower. Keeping freed memory in the process removes the tax.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from typing import Any
+
+__all__ = ["ALLOCATOR_ENV", "init_ray", "runtime_env", "tune_allocator"]
+
+# Read by glibc when a process starts: no mmap for large blocks, never trim the heap back to the kernel.
+ALLOCATOR_ENV: dict[str, str] = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": "100000000000",
+}
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_tuned = False
+
+
+def tune_allocator() -> bool:
+    """Apply the allocator settings to the running process (glibc only); returns whether they apply.
+
+    Environment variables only reach processes started later, so the current process (a driver, a Ray
+    worker that was started without them) calls ``mallopt`` directly.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    for key, value in ALLOCATOR_ENV.items():
+        os.environ.setdefault(key, value)
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    ok = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _tuned = ok
+    return ok
+
+
+def runtime_env(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Ray ``runtime_env`` whose workers start with the allocator settings."""
+    env: dict[str, Any] = {"env_vars": dict(ALLOCATOR_ENV)}
+    if extra:
+        env.update({k: v for k, v in extra.items() if k != "env_vars"})
+        env["env_vars"].update(extra.get("env_vars", {}))
+    return env
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> None:
+    """Connect to (or start) Ray once, with workers that use the tuned allocator.
+
+    When Ray is already initialised (a driver script, a test fixture, a submitted job) nothing changes.
+    """
+    import ray
+
+    tune_allocator()
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address,
+        num_cpus=num_cpus,
+        runtime_env=runtime_env(kwargs.pop("runtime_env", None)),
+        log_to_driver=kwargs.pop("log_to_driver", True),
+        **kwargs,
+    )

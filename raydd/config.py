@@ -1,0 +1,102 @@
+"""Config dataclasses: one per job, loadable from YAML and derivable into command-line flags.
+
+Precedence is dataclass defaults < YAML file < explicit flags; unknown keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+__all__ = ["add_config_arguments", "config_from_args", "config_hash", "config_to_dict", "load_config", "option"]
+
+C = TypeVar("C")
+
+
+def option(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:
+    """A dataclass field that carries its help text (shown by ``--help``)."""
+    metadata = {"help": help, **kwargs.pop("metadata", {})}
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
+    return dataclasses.field(default=default, metadata=metadata, **kwargs)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_hash(config: Any, *, exclude: tuple[str, ...] = ()) -> str:
+    """A short hash of the settings that determine a job's result (``exclude`` drops e.g. actor counts)."""
+    values = {k: v for k, v in config_to_dict(config).items() if k not in exclude}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
+    """Build ``cls`` from an optional YAML file, then keyword overrides; unknown keys raise ``ValueError``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of option names to values")
+        values.update(loaded)
+    values.update(overrides)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
+    return cls(**values)
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(element type, is_list) of a field annotation such as ``int | None`` or ``list[str]``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])
+    if origin in (list, tuple):
+        return typing.get_args(annotation)[0], True
+    return annotation, False
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one ``--flag`` per field of ``cls`` (underscores become dashes); defaults stay unset."""
+    hints = typing.get_type_hints(cls)
+    parser.add_argument("--config", default=None, help="YAML file of options (flags override it)")
+    for f in dataclasses.fields(cls):
+        kind, is_list = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        )
+        text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=text)
+        elif is_list:
+            parser.add_argument(flag, dest=f.name, type=kind, action="append", default=None,
+                                help=text + "; repeat the flag for several")
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=text)
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+    names = {f.name for f in dataclasses.fields(cls)}
+    overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return load_config(cls, getattr(args, "config", None), **overrides)
+
+
+def write_config(config: Any, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

@@ -1,0 +1,112 @@
+"""Observers: pretrained classifiers that carry their own normalization, input size and class names.
+
+An observer is built from a spec string, the form every CLI flag and config field takes:
+
+=============================  ==================================================================
+``torchvision:resnet18``       torchvision model with its pretrained weights (downloads once)
+``torchvision:resnet18@PATH``  the same architecture, weights from a local state-dict file
+``efficientnet_lite0``         EfficientNet-Lite0 with the ImageNet weights of its registry package
+``cifar_resnet20@PATH``        any zoo model (``raydd.models.list_models()``) with local weights
+``checkpoint@PATH``            a checkpoint written by ``raydd train`` (knows its classes)
+=============================  ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from raydd.data.class_map import ClassMap
+from raydd.models.registry import Normalization, get_entry
+
+__all__ = ["Observer", "load_observer", "parse_spec"]
+
+
+class Observer(nn.Module):
+    """A classifier that takes [0, 1] pixels and returns logits in the data's class order.
+
+    ``restrict(columns)`` keeps only the outputs the data's classes map to (e.g. 10 of 1000), so that
+    logit ``i`` is always the data's class ``i``.
+    """
+
+    def __init__(self, model: nn.Module, *, normalization: Normalization, input_size: int, num_outputs: int,
+                 spec: str, class_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent=False)
+        self.normalization = normalization
+        self.input_size = input_size
+        self.num_outputs = num_outputs
+        self.spec = spec
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.columns: torch.Tensor | None = None
+
+    def restrict(self, columns: Sequence[int] | None) -> Observer:
+        self.columns = None if columns is None else torch.as_tensor(list(columns), dtype=torch.long)
+        return self
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+
+    def logits(self, normalized: torch.Tensor) -> torch.Tensor:
+        out = self.model(normalized)
+        if self.columns is not None:
+            out = out[:, self.columns.to(out.device)]
+        return out
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.normalize(pixels))
+
+    def class_map_for(self, data_classes: Sequence[str], spec: str | ClassMap | None = None) -> ClassMap:
+        """The map from data classes to this observer's outputs, checked against both.
+
+        Without an explicit ``spec``, an observer that knows its class names maps by name; otherwise the
+        sorted folder names map to outputs 0..n-1 — and a count mismatch is an error, never a guess.
+        """
+        from raydd.data.class_map import load_class_map
+
+        if spec is None and self.class_names is not None:
+            position = {name: i for i, name in enumerate(self.class_names)}
+            unknown = sorted(set(data_classes) - set(position))
+            if unknown:
+                raise ValueError(f"observer {self.spec} was trained without class(es) {', '.join(unknown[:8])}")
+            cmap = ClassMap.from_mapping({c: position[c] for c in data_classes})
+        else:
+            cmap = load_class_map(spec, data_classes)
+        cmap.check(data_classes, self.num_outputs)
+        return cmap
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"torchvision:resnet18@w.pth"`` → ``("resnet18", "w.pth")``."""
+    name, _, path = spec.partition("@")
+    name = name.removeprefix("torchvision:")
+    if not name:
+        raise ValueError(f"bad observer spec {spec!r}: expected NAME[@PATH] or checkpoint@PATH")
+    return name, (path or None)
+
+
+def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
+    """Build an observer from its spec string (table in the module docstring), in eval mode.
+
+    Raises:
+        ValueError: for an unknown model or a model without built-in weights and no path.
+        FileNotFoundError: for a missing weights file.
+    """
+    name, path = parse_spec(spec)
+    if name == "checkpoint":
+        if path is None:
+            raise ValueError("checkpoint@PATH needs a path")
+        from raydd.train.checkpoint import load_model_checkpoint
+
+        return load_model_checkpoint(Path(path), spec=spec).to(device)
+    entry = get_entry(name)
+    if path is None and not entry.pretrained:
+        raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")
+    model = entry.builder(num_classes=entry.num_classes, weights=path if path is not None else "DEFAULT")
+    return Observer(model, normalization=entry.normalization, input_size=entry.input_size,
+                    num_outputs=entry.num_classes, spec=spec).to(device)

@@ -1,0 +1,70 @@
+"""One model registry: builders by name, each knowing its input size and normalization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+__all__ = ["IMAGENET_NORM", "ModelEntry", "Normalization", "get_entry", "get_model", "list_models",
+           "register_model"]
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel mean and std applied to [0, 1] pixels before the model."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+IMAGENET_NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered builder and the facts an observer needs about the model it builds."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: int
+    normalization: Normalization
+    num_classes: int
+    pretrained: str = ""
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, input_size: int, num_classes: int,
+                   normalization: Normalization = IMAGENET_NORM, pretrained: str = ""
+                   ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a keyword-only builder ``fn(*, num_classes, weights, **kwargs)`` under ``name``.
+
+    ``pretrained`` says where default weights come from (empty: the builder has none of its own).
+    """
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered")
+        _REGISTRY[name] = ModelEntry(name, fn, input_size, normalization, num_classes, pretrained)
+        return fn
+
+    return wrap
+
+
+def get_entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+
+
+def get_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model, e.g. ``get_model("convnet3", num_classes=10)``."""
+    return get_entry(name).builder(**kwargs)
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)

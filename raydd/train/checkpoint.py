@@ -1,0 +1,86 @@
+"""Self-describing model checkpoints: weights plus everything needed to rebuild and use the model.
+
+A checkpoint is a folder holding ``model.pt``: ``{"format", "model", "model_args", "state_dict",
+"normalization", "input_size", "classes", "epoch", "optimizer", "config"}``. It loads back as a training
+state (resume) or as an observer (``checkpoint@PATH``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from raydd.models.observer import Observer
+from raydd.models.registry import Normalization, get_model
+
+__all__ = ["CHECKPOINT_FILE", "find_checkpoint", "load_model_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FILE = "model.pt"
+FORMAT = "raydd.checkpoint.v1"
+
+
+def save_checkpoint(folder: Path, *, model: nn.Module, model_name: str, model_args: dict[str, Any],
+                    normalization: Normalization, input_size: int, classes: list[str], epoch: int,
+                    optimizer: torch.optim.Optimizer | None = None, config: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``folder/model.pt`` through a temporary name, so a crash never leaves half a checkpoint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = model.module if hasattr(model, "module") else model
+    state = {
+        "format": FORMAT,
+        "model": model_name,
+        "model_args": model_args,
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "normalization": {"mean": list(normalization.mean), "std": list(normalization.std)},
+        "input_size": input_size,
+        "classes": list(classes),
+        "epoch": epoch,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "config": config or {},
+        **(extra or {}),
+    }
+    target = folder / CHECKPOINT_FILE
+    tmp = folder / f".{CHECKPOINT_FILE}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def find_checkpoint(path: Path) -> Path:
+    """``model.pt`` for a file, a checkpoint folder, or a run folder (its latest ``checkpoint_*``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    candidates = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}"), key=_epoch_of)
+    if not candidates:
+        raise FileNotFoundError(f"no raydd checkpoint ({CHECKPOINT_FILE}) in {path}")
+    return candidates[-1]
+
+
+def _epoch_of(path: Path) -> tuple[int, str]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return int(state.get("epoch", 0)), re.sub(r"\D", "", path.parent.name)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    state = torch.load(find_checkpoint(path), map_location="cpu", weights_only=False)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a raydd checkpoint")
+    return state
+
+
+def load_model_checkpoint(path: Path, *, spec: str | None = None) -> Observer:
+    """A raydd checkpoint as an observer that knows its normalization, input size and class names."""
+    state = read_checkpoint(path)
+    model = get_model(state["model"], **state["model_args"])
+    model.load_state_dict(state["state_dict"])
+    norm = Normalization(tuple(state["normalization"]["mean"]), tuple(state["normalization"]["std"]))
+    return Observer(model, normalization=norm, input_size=state["input_size"], num_outputs=len(state["classes"]),
+                    spec=spec or f"checkpoint@{path}", class_names=state["classes"])

@@ -1,0 +1,48 @@
+"""The configuration of one classifier training job (observers now; experts and students reuse it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raydd.config import option
+
+__all__ = ["TrainConfig"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+@dataclass
+class TrainConfig:
+    data: str = option(help="training images: ImageFolder root or Parquet, local or s3://, gs://")
+    val_data: str | None = option(None, help="validation images, same class folders (optional)")
+    model: str = option("convnet3", help="zoo model name (raydd.models.list_models())")
+    input_size: int | None = option(None, help="image side in pixels (default: the model's)")
+    class_map: str | None = option(None, help="'sorted' (default), 'imagenet', or a JSON/text file")
+    max_per_class: int | None = option(None, help="train on at most this many images per class (seeded)")
+    epochs: int = option(30, help="epochs to train")
+    batch_size: int = option(256, help="global batch size, split across workers")
+    optimizer: str = option("sgd", help="sgd or adamw")
+    lr: float = option(0.01, help="peak learning rate")
+    momentum: float = option(0.9, help="SGD momentum")
+    weight_decay: float = option(5e-4, help="weight decay")
+    schedule: str = option("cosine", help="cosine (to 0), step (x0.1 at half) or constant")
+    label_smoothing: float = option(0.0, help="cross-entropy label smoothing")
+    augment: bool = option(True, help="random crop (padding size/8) and horizontal flip")
+    seed: int = option(0, help="seed for init, shuffling and augmentation")
+    num_workers: int = option(1, help="Ray Train workers (DDP); 0 runs in the driver process")
+    use_gpu: bool = option(False, help="one GPU per worker")
+    storage_path: str = option("runs", help="where runs and checkpoints are stored (local or URI)")
+    name: str = option("train", help="run name; rerunning with the same name and storage resumes")
+    checkpoint_every: int = option(1, help="checkpoint every N epochs (and at the end)")
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("epochs", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.num_workers < 0:
+            raise ValueError("num_workers must be >= 0 (0 runs in the driver process)")

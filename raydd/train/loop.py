@@ -1,0 +1,192 @@
+"""The classifier training loop that runs on every Ray Train worker.
+
+Model, data, optimizer, schedule and loss are all taken from the config through small builders, so experts
+and students reuse the same loop. Each worker decodes its own shard of the training files once into memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from raydd._runtime import tune_allocator
+from raydd.data import ClassMap, DecodeStats, list_images, load_class_map, sample_per_class
+from raydd.data.memory import load_tensor_images
+from raydd.models.registry import IMAGENET_NORM, Normalization, get_entry, get_model
+from raydd.train.augment import random_crop_flip
+from raydd.train.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from raydd.train.config import TrainConfig
+
+__all__ = ["build_model", "build_optimizer", "evaluate_accuracy", "lr_at", "train_loop_per_worker"]
+
+log = logging.getLogger("raydd.train")
+
+
+def build_model(name: str, num_classes: int, input_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh zoo model and the keyword arguments that rebuild it from a checkpoint."""
+    args: dict[str, Any] = {"num_classes": num_classes}
+    if name.startswith("convnet"):
+        args["input_size"] = input_size
+    return get_model(name, **args), args
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW; AdamW exempts biases and norm parameters from weight decay (as RDED's protocol does)."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+
+
+def lr_at(epoch: int, config: TrainConfig) -> float:
+    """Learning rate for an epoch (0-based): cosine to zero, step x0.1 at half, or constant."""
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+    if config.schedule == "step":
+        return config.lr * (0.1 if epoch >= config.epochs // 2 else 1.0)
+    return config.lr
+
+
+def _to_input(images: torch.Tensor, norm: Normalization, device: torch.device) -> torch.Tensor:
+    x = images.to(device, non_blocking=True).float().div_(255.0)
+    mean = torch.tensor(norm.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+@torch.inference_mode()
+def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization,
+                      device: torch.device, batch_size: int = 512) -> tuple[int, int]:
+    """(correct, total) of a model on a uint8 tensor of images."""
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = _to_input(images[start:start + batch_size], norm, device)
+        pred = model(x).argmax(1).cpu()
+        correct += int((pred == labels[start:start + batch_size]).sum())
+    return correct, len(images)
+
+
+def _all_reduce(values: list[float]) -> list[float]:
+    if not (dist.is_available() and dist.is_initialized()):
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def _shard_refs(config: TrainConfig, folder: str, cmap: ClassMap | None, rank: int, world: int
+                ) -> tuple[list[str], list[int], ClassMap, Any]:
+    index = list_images(folder)
+    cmap = cmap or load_class_map(config.class_map, index.classes)
+    files = (sample_per_class(index, config.max_per_class, seed=config.seed) if config.max_per_class
+             else index.files)
+    pairs = sorted((ref, cmap.index_of(c)) for c in cmap.classes for ref in files.get(c, []))
+    mine = pairs[rank::world]
+    return [r for r, _ in mine], [y for _, y in mine], cmap, index.filesystem()
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Train one classifier as described by ``loop_config["config"]`` (a ``TrainConfig`` as a dict)."""
+    tune_allocator()
+    config = TrainConfig(**loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    entry = get_entry(config.model)
+    size = config.input_size or entry.input_size
+    norm = IMAGENET_NORM
+
+    stats = DecodeStats()
+    refs, labels, cmap, fs = _shard_refs(config, config.data, None, rank, world)
+    train_x, train_y = load_tensor_images(refs, labels, size=size, filesystem=fs, stats=stats)
+    val_x = val_y = None
+    if config.val_data:
+        vrefs, vlabels, _, vfs = _shard_refs(config, config.val_data, cmap, rank, world)
+        val_x, val_y = load_tensor_images(vrefs, vlabels, size=size, filesystem=vfs, stats=stats)
+
+    torch.manual_seed(config.seed)
+    model, model_args = build_model(config.model, cmap.num_classes, size)
+    optimizer = build_optimizer(model, config)
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+        if rank == 0:
+            log.info("resuming %s from epoch %d", config.name, start_epoch)
+    model = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
+
+    per_worker_batch = max(1, config.batch_size // world)
+    padding = size // 8 if config.augment else 0
+    for epoch in range(start_epoch, config.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(epoch, config)
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, epoch, rank])
+                                                      .generate_state(1)[0]))
+        order = torch.randperm(len(train_x), generator=generator)
+        model.train()
+        started, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
+        steps = max(1, len(order) // per_worker_batch)
+        for step in range(steps):
+            batch = order[step * per_worker_batch:(step + 1) * per_worker_batch]
+            x = _to_input(train_x[batch], norm, device)
+            if config.augment:
+                x = random_crop_flip(x, padding, generator)
+            y = train_y[batch].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(batch)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(batch)
+        elapsed = time.perf_counter() - started
+        totals = _all_reduce([loss_sum, correct, seen])
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "lr": lr_at(epoch, config),
+            "train_loss": totals[0] / max(1.0, totals[2]),
+            "train_acc": totals[1] / max(1.0, totals[2]),
+            "images_per_s": totals[2] / max(elapsed, 1e-9),
+            "skipped_files": sum(stats.skipped.values()),
+            "resumed_from": start_epoch,
+        }
+        if val_x is not None:
+            c, n = _all_reduce(list(evaluate_accuracy(model, val_x, val_y, norm=norm, device=device)))
+            metrics["val_acc"] = c / max(1.0, n)
+        last = epoch + 1 == config.epochs
+        if rank == 0:
+            log.info("epoch %d/%d %s", epoch + 1, config.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "resumed_from")))
+        if (epoch + 1) % config.checkpoint_every == 0 or last:
+            with tempfile.TemporaryDirectory() as tmp:
+                if rank == 0:
+                    save_checkpoint(Path(tmp), model=model, model_name=config.model, model_args=model_args,
+                                    normalization=norm, input_size=size, classes=list(cmap.classes),
+                                    epoch=epoch + 1, optimizer=optimizer, config=asdict(config),
+                                    extra={"metrics": metrics})
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0
+                                 else None)
+        else:
+            ray.train.report(metrics)

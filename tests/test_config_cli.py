@@ -1,0 +1,38 @@
+import pytest
+
+from raydd.cli import get_parser, main
+from raydd.config import config_from_args, load_config
+from raydd.train import TrainConfig
+
+
+def test_yaml_then_flags_precedence(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: /d\nepochs: 7\nlr: 0.5\n")
+    args = get_parser().parse_args(["train", "--config", str(tmp_path / "c.yaml"), "--epochs", "3"])
+    config = config_from_args(TrainConfig, args)
+    assert (config.data, config.epochs, config.lr, config.batch_size) == ("/d", 3, 0.5, 256)
+
+
+def test_unknown_and_missing_keys_are_errors(tmp_path):
+    (tmp_path / "c.yaml").write_text("data: /d\nepoch: 7\n")
+    with pytest.raises(ValueError, match="unknown option.*epoch"):
+        load_config(TrainConfig, tmp_path / "c.yaml")
+    with pytest.raises(ValueError, match="missing required option.*--data"):
+        load_config(TrainConfig)
+
+
+def test_invalid_values_say_what_is_allowed():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        TrainConfig(data="/d", optimizer="lamb")
+
+
+def test_every_flag_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--data", "--num-workers", "--storage-path", "--no-augment", "--class-map"):
+        assert flag in text
+
+
+def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "none"), "--num-workers", "0"]) == 2
+    assert "no such image source" in capsys.readouterr().err

@@ -1,0 +1,89 @@
+import importlib.util
+
+import pytest
+import torch
+
+from raydd.models import get_entry, get_model, list_models, load_observer, parse_spec, register_model
+from raydd.train import save_checkpoint
+from raydd.train.checkpoint import find_checkpoint
+
+SMALL = {"convnet3": 32, "convnet4": 64, "cifar_resnet20": 32, "resnet18_small": 32}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_builds_and_runs(name):
+    if name == "efficientnet_lite0" and importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        pytest.skip("efficientnet-lite extra not installed")
+    entry = get_entry(name)
+    model = get_model(name, num_classes=7, weights=None).eval()
+    side = SMALL.get(name, 64 if entry.input_size == 224 else entry.input_size)
+    if name.startswith("convnet"):
+        model = get_model(name, num_classes=7, input_size=side)
+    with torch.no_grad():
+        assert model(torch.rand(2, 3, side, side)).shape == (2, 7)
+
+
+def test_convnet3_has_the_literature_parameter_count():
+    assert sum(p.numel() for p in get_model("convnet3", num_classes=10).parameters()) == 320_010
+
+
+def test_cifar_resnet_loads_prefixed_legacy_checkpoints(tmp_path):
+    source = get_model("cifar_resnet20")
+    state = {"module." + k: v for k, v in source.state_dict().items()}
+    torch.save({"best_prec1": 91.0, "state_dict": state}, tmp_path / "r20.th")
+    observer = load_observer(f"cifar_resnet20@{tmp_path / 'r20.th'}")
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = source.eval()(observer.normalize(x))
+        assert torch.allclose(observer(x), expected)
+    assert observer.input_size == 32 and observer.num_outputs == 10
+    assert sum(p.numel() for p in source.parameters()) == 269_722  # ResNet-20's published 0.27 M
+
+
+def test_observer_restriction_keeps_columns_in_data_order(tmp_path):
+    model = get_model("cifar_resnet20")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    observer = load_observer(f"cifar_resnet20@{tmp_path / 'w.pt'}")
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        full = observer(x)
+        observer.restrict([7, 2])
+        assert torch.equal(observer(x), full[:, [7, 2]])
+
+
+def test_specs_and_their_errors(tmp_path):
+    assert parse_spec("torchvision:resnet18@/w.pth") == ("resnet18", "/w.pth")
+    assert parse_spec("efficientnet_lite0") == ("efficientnet_lite0", None)
+    with pytest.raises(ValueError, match="no built-in pretrained weights"):
+        load_observer("cifar_resnet20")
+    with pytest.raises(ValueError, match="unknown model 'vgg99'"):
+        load_observer("vgg99@x")
+    with pytest.raises(FileNotFoundError):
+        load_observer(f"cifar_resnet20@{tmp_path / 'missing.th'}")
+
+
+def test_torchvision_model_from_local_weights(tmp_path):
+    torch.save(get_model("mobilenet_v2", weights=None).state_dict(), tmp_path / "mb.pth")
+    observer = load_observer(f"torchvision:mobilenet_v2@{tmp_path / 'mb.pth'}")
+    assert observer.num_outputs == 1000 and observer.input_size == 224
+
+
+def test_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("convnet3", input_size=32, num_classes=10)(lambda **_: None)
+
+
+def test_checkpoint_round_trip_as_observer_with_class_names(tmp_path):
+    model = get_model("convnet3", num_classes=3)
+    save_checkpoint(tmp_path / "checkpoint_1", model=model, model_name="convnet3",
+                    model_args={"num_classes": 3, "input_size": 32}, normalization=get_entry("convnet3").normalization,
+                    input_size=32, classes=["cat", "dog", "owl"], epoch=1)
+    observer = load_observer(f"checkpoint@{tmp_path}")
+    assert find_checkpoint(tmp_path) == tmp_path / "checkpoint_1" / "model.pt"
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(observer(x), model.eval()(observer.normalize(x)))
+    cmap = observer.class_map_for(["owl", "cat"])
+    assert cmap.to_dict() == {"cat": 0, "owl": 2}
+    with pytest.raises(ValueError, match="trained without class.*emu"):
+        observer.class_map_for(["cat", "emu"])
