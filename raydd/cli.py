@@ -24,6 +24,31 @@ def _run_train(args: argparse.Namespace) -> Any:
     return {"checkpoint": result.checkpoint, "metrics": result.metrics}
 
 
+def _describe(distilled: Any) -> dict[str, Any]:
+    stats = distilled.stats
+    return {"out": str(distilled.path), "images": len(distilled), "classes": len(distilled.classes),
+            "montage": str(distilled.path / "montage.png"), "skipped_files": stats.get("skipped_files"),
+            "seconds": round(stats["timings"]["total_s"], 1)}
+
+
+def _run_rded(args: argparse.Namespace) -> Any:
+    from raydd.rded import RdedConfig, distill
+
+    return _describe(distill(config_from_args(RdedConfig, args)))
+
+
+def _run_demo(args: argparse.Namespace) -> Any:
+    from raydd.demo import DemoConfig, run_demo
+
+    return _describe(run_demo(config_from_args(DemoConfig, args)))
+
+
+def _run_export(args: argparse.Namespace) -> Any:
+    from raydd.io import DistilledSet
+
+    return {"exported": str(DistilledSet(args.distilled).export_ddranking(args.to))}
+
+
 def _run_models(args: argparse.Namespace) -> Any:
     from raydd.models import get_entry, list_models
 
@@ -32,9 +57,16 @@ def _run_models(args: argparse.Namespace) -> Any:
 
 
 def _commands() -> dict[str, tuple[str, type | None, Callable[[argparse.Namespace], Any]]]:
+    from raydd.demo import DemoConfig
+    from raydd.rded import RdedConfig
     from raydd.train import TrainConfig
 
     return {
+        "demo": ("distil the built-in CIFAR-10 sample with RDED (a couple of minutes on a laptop)", DemoConfig,
+                 _run_demo),
+        "rded": ("distil an image dataset with RDED on Ray Data", RdedConfig, _run_rded),
+        "export": ("export a distilled set to DD-Ranking's input (ImageFolder + soft_labels.pt)", None,
+                   _run_export),
         "train": ("train a classifier (an observer) on an image folder with Ray Train", TrainConfig, _run_train),
         "models": ("list the model zoo", None, _run_models),
     }
@@ -48,6 +80,9 @@ def get_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text, description=text)
         if cls is not None:
             add_config_arguments(command, cls)
+        if name == "export":
+            command.add_argument("distilled", help="a distilled set folder (raydd's output)")
+            command.add_argument("--to", required=True, help="new folder for the export (must not exist)")
     return parser
 
 
@@ -60,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         result = _commands()[args.command][2](args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"raydd {args.command}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))

@@ -21,9 +21,9 @@ __all__ = ["add_config_arguments", "config_from_args", "config_hash", "config_to
 C = TypeVar("C")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, **kwargs: Any) -> Any:
-    """A dataclass field that carries its help text (shown by ``--help``)."""
-    metadata = {"help": help, **kwargs.pop("metadata", {})}
+def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """A dataclass field that carries its help text (shown by ``--help``) and any extra flag spellings."""
+    metadata = {"help": help, "flags": flags, **kwargs.pop("metadata", {})}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
@@ -77,19 +77,19 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--config", default=None, help="YAML file of options (flags override it)")
     for f in dataclasses.fields(cls):
         kind, is_list = _base_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         )
         text = f"{f.metadata.get('help', '')} (default: {default!r})"
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=text)
         elif is_list:
-            parser.add_argument(flag, dest=f.name, type=kind, action="append", default=None,
+            parser.add_argument(*flags, dest=f.name, type=kind, action="append", default=None,
                                 help=text + "; repeat the flag for several")
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=text)
+            parser.add_argument(*flags, dest=f.name, type=kind, default=None, help=text)
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace) -> C:

@@ -1,0 +1,183 @@
+"""The distilled-set format, and writing it without ever losing a user's files.
+
+A distilled set is a folder::
+
+    images/<class>/<n>.png      the distilled images (PNG by default, JPEG on request)
+    manifest.parquet            one row per image: class, file, sha256, and per patch its source, box, score
+    soft_labels.parquet         observer soft labels: top-k fp16 logits per image (patch = -1) and per patch
+    scores.parquet              every candidate's crop boxes and realism scores ("score once, select many")
+    config.yaml                 the resolved config;  stats.json  counts, skipped files, timings
+    montage.png                 classes × images, to look at
+
+Runs build it in a sibling work folder ``.<name>.partial`` and rename it into place at the very end; an
+existing non-empty output is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import yaml
+from PIL import Image
+
+__all__ = ["DistilledSet", "OutputExistsError", "RunFolder", "write_parquet"]
+
+MARKER = "raydd.json"
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder exists and holds something raydd must not overwrite."""
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write through a temporary name so that a crash never leaves a half-written table."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(data: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunFolder:
+    """The output of one run: finished at ``final``, built in ``work`` until then."""
+
+    final: Path
+    work: Path
+    resumed: bool
+
+    @classmethod
+    def open(cls, out: str | Path, result_hash: str, kind: str) -> RunFolder:
+        """Prepare a run's folders, resuming a partial run of the same config.
+
+        Raises:
+            OutputExistsError: when ``out`` is non-empty (and not this very run, finished), or a partial run of
+                a different config sits in the work folder.
+        """
+        final = Path(out).expanduser().resolve()
+        work = final.with_name(f".{final.name}.partial")
+        if final.exists() and any(final.iterdir()):
+            raise OutputExistsError(
+                f"{final} exists and is not empty; raydd never overwrites it — choose another --out"
+                + (" (it is already a finished run of this same config)" if _hash_of(final) == result_hash else "")
+            )
+        resumed = False
+        if work.exists():
+            if _hash_of(work) != result_hash:
+                raise OutputExistsError(f"{work} holds a partial run of a different config; remove it or choose "
+                                        "another --out")
+            resumed = True
+        work.mkdir(parents=True, exist_ok=True)
+        write_json({"kind": kind, "config_hash": result_hash, "complete": False}, work / MARKER)
+        return cls(final=final, work=work, resumed=resumed)
+
+    @staticmethod
+    def finished(out: str | Path, result_hash: str) -> bool:
+        """Whether ``out`` already is a complete run of this config (rerunning it has nothing to do)."""
+        final = Path(out).expanduser().resolve()
+        try:
+            marker = json.loads((final / MARKER).read_text())
+        except (OSError, ValueError):
+            return False
+        return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
+
+    def finish(self) -> Path:
+        marker = json.loads((self.work / MARKER).read_text())
+        write_json({**marker, "complete": True}, self.work / MARKER)
+        if self.final.exists():
+            self.final.rmdir()  # empty: checked when the run opened
+        os.replace(self.work, self.final)
+        return self.final
+
+
+def _hash_of(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / MARKER).read_text()).get("config_hash")
+    except (OSError, ValueError):
+        return None
+
+
+class DistilledSet:
+    """A handle on a finished distilled set (RDED or IADD output)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "manifest.parquet").exists():
+            raise FileNotFoundError(f"{self.path} is not a raydd distilled set (no manifest.parquet)")
+        self.manifest = pq.read_table(self.path / "manifest.parquet")
+        meta = self.manifest.schema.metadata or {}
+        self.meta: dict[str, Any] = json.loads(meta.get(b"raydd", b"{}"))
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta.get("classes", []))
+
+    def __len__(self) -> int:
+        return self.manifest.num_rows
+
+    def __repr__(self) -> str:
+        return f"DistilledSet({str(self.path)!r}, images={len(self)}, classes={len(self.classes)})"
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return json.loads((self.path / "stats.json").read_text())
+
+    def images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as uint8 ``[N, 3, S, S]`` and their class indices, in manifest order."""
+        files = self.manifest.column("file").to_pylist()
+        arrays = [np.asarray(Image.open(self.path / f).convert("RGB")) for f in files]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return x, torch.tensor(self.manifest.column("class_index").to_pylist(), dtype=torch.long)
+
+    def soft_labels(self, *, patches: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, fp16 logits) of the stored top-k soft labels, per image (or per patch), manifest order."""
+        table = pq.read_table(self.path / "soft_labels.parquet")
+        rows = table.filter(pa.compute.greater_equal(table["patch"], 0) if patches
+                            else pa.compute.equal(table["patch"], -1))
+        order = np.lexsort((rows["patch"].to_numpy(), rows["image"].to_numpy()))
+        rows = rows.take(pa.array(order))
+        indices = np.stack(rows["indices"].to_numpy(zero_copy_only=False))
+        values = np.stack(rows["logits"].to_numpy(zero_copy_only=False)).astype(np.float16)
+        return indices, values
+
+    def export_ddranking(self, out: str | Path) -> Path:
+        """DD-Ranking's input: an ImageFolder (``<class>/<n>.png``) and ``soft_labels.pt`` (dense logits
+        ``[N, num_classes]`` in the ImageFolder's sorted file order). Refuses an existing non-empty ``out``."""
+        from raydd.rded.labels import dense_logits
+
+        target = Path(out)
+        if target.exists() and any(target.iterdir()):
+            raise OutputExistsError(f"{target} exists and is not empty")
+        work = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(work, ignore_errors=True)
+        files = self.manifest.column("file").to_pylist()
+        indices, values = self.soft_labels()
+        dense = dense_logits(indices, values, len(self.classes))
+        order = sorted(range(len(files)), key=lambda i: files[i])
+        for i in order:
+            dest = work / Path(files[i]).relative_to("images")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.path / files[i], dest)
+        torch.save(dense[order], work / "soft_labels.pt")
+        (work / "classes.txt").write_text("\n".join(self.classes) + "\n")
+        if target.exists():
+            target.rmdir()
+        os.replace(work, target)
+        return target
+
+
+def write_config_yaml(values: dict[str, Any], path: Path) -> None:
+    path.write_text(yaml.safe_dump(values, sort_keys=False))

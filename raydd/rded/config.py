@@ -1,0 +1,76 @@
+"""The configuration of one RDED distillation; defaults are the published settings (DESIGN §1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raydd.config import config_hash, option
+
+__all__ = ["RdedConfig"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Settings that change how fast a run goes, never what it produces: left out of the config hash.
+EXECUTION_FIELDS = ("out", "num_actors", "num_gpus_per_actor", "threads_per_actor", "batch_size",
+                    "scores_part_images", "from_scores", "address")
+
+
+@dataclass
+class RdedConfig:
+    data: str = option(help="training images: ImageFolder root or Parquet, local or s3://, gs://")
+    out: str = option(help="output folder (never overwritten; a partial run of the same config resumes)")
+    observers: list[str] = option(help="observer spec(s), e.g. torchvision:resnet18 (several: mean score)",
+                                  flags=("--observer",))
+    ipc: int = option(10, help="distilled images per class")
+    factor: int = option(2, help="patches per side of a distilled image (1 for 32-64 px data, 2 for 128-224)")
+    mipc: int = option(300, help="candidate images drawn per class")
+    num_crops: int = option(5, help="random crops scored per candidate image")
+    input_size: int | None = option(None, help="distilled image side (default: the first observer's input)")
+    min_scale: float = option(0.08, help="smallest crop area, as a fraction of the image")
+    max_scale: float = option(1.0, help="largest crop area, as a fraction of the image")
+    class_map: str | None = option(None, help="'sorted', 'imagenet' (wnid folders), or a JSON/text file")
+    classes: list[str] | None = option(None, help="distil only these class folders (default: all)",
+                                       flags=("--class",))
+    seed: int = option(0, help="seed for candidate sampling and crop boxes")
+    precision: str = option("auto", help="scoring precision: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    channels_last: bool = option(True, help="channels-last memory format for the observers")
+    jpeg_draft: bool = option(True, help="decode JPEGs at reduced size when crops are much smaller")
+    soft_label_topk: int = option(10, help="logits kept per soft label (fp16 top-k)")
+    image_format: str = option("png", help="png (lossless) or jpeg")
+    num_actors: int = option(1, help="scoring actors (observer replicas)")
+    num_gpus_per_actor: float = option(0.0, help="GPUs per scoring actor (0: CPU)")
+    threads_per_actor: int | None = option(None, help="torch threads per CPU actor (default: cores / actors)")
+    batch_size: int = option(64, help="crops per observer forward")
+    scores_part_images: int = option(2048, help="images per scores part file (the resume granularity)")
+    from_scores: str | None = option(None, help="reuse the scores of an earlier run's output (no rescoring)")
+    address: str | None = option(None, help="Ray address (default: the running cluster, else a local one)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.observers, str):
+            self.observers = [self.observers]
+        if not self.observers:
+            raise ValueError("at least one observer is needed: --observers SPEC")
+        for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "soft_label_topk",
+                     "scores_part_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.ipc * self.factor**2 > self.mipc:
+            raise ValueError(f"ipc * factor^2 = {self.ipc * self.factor**2} patches per class are needed but only "
+                             f"mipc = {self.mipc} candidates are drawn; raise --mipc or lower --ipc/--factor")
+        if not 0 < self.min_scale <= self.max_scale <= 1:
+            raise ValueError("crop scale must satisfy 0 < min_scale <= max_scale <= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        if self.image_format not in ("png", "jpeg"):
+            raise ValueError("image_format must be png or jpeg")
+
+    @property
+    def per_class(self) -> int:
+        """Patches selected per class."""
+        return self.ipc * self.factor**2
+
+    def result_hash(self) -> str:
+        return config_hash(self, exclude=EXECUTION_FIELDS)
+
+    def scoring_hash(self) -> str:
+        """What the scores depend on: a later run with another ipc can reuse them."""
+        return config_hash(self, exclude=(*EXECUTION_FIELDS, "ipc", "soft_label_topk", "image_format"))

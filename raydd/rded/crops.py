@@ -1,0 +1,67 @@
+"""Step 2 of RDED: square random-resized crops of each candidate image, seeded per image.
+
+Boxes are drawn as torchvision's ``RandomResizedCrop.get_params`` draws them with the aspect ratio fixed at 1
+(ten tries at a random area fraction, then a centred square fallback), but from a generator seeded by
+(run seed, image name) so that a rerun — on any number of workers — cuts the same boxes.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["crop_rng", "cut_box", "draft_size", "sample_boxes"]
+
+
+def crop_rng(seed: int, name: str) -> np.random.Generator:
+    """The generator of one image's crops: depends on the seed and the image's name only."""
+    return np.random.default_rng([seed, 0x52444544, zlib.crc32(name.encode())])
+
+
+def sample_boxes(width: int, height: int, num_crops: int, rng: np.random.Generator,
+                 scale: tuple[float, float] = (0.08, 1.0)) -> np.ndarray:
+    """``num_crops`` square boxes ``(left, top, side)`` covering a random fraction ``scale`` of the area."""
+    boxes = np.empty((num_crops, 3), dtype=np.int32)
+    area = width * height
+    for n in range(num_crops):
+        for _ in range(10):
+            side = round(math.sqrt(area * rng.uniform(scale[0], scale[1])))
+            if 0 < side <= width and side <= height:
+                top = int(rng.integers(0, height - side + 1))
+                left = int(rng.integers(0, width - side + 1))
+                boxes[n] = (left, top, side)
+                break
+        else:
+            side = min(width, height)
+            boxes[n] = ((width - side) // 2, (height - side) // 2, side)
+    return boxes
+
+
+def draft_size(size: tuple[int, int], boxes: np.ndarray, out_size: int) -> tuple[int, int] | None:
+    """The smallest decode size at which every box still has ``out_size`` pixels a side (JPEG draft)."""
+    reduction = int(boxes[:, 2].min()) / out_size
+    if reduction < 2:
+        return None
+    return (math.ceil(size[0] / reduction), math.ceil(size[1] / reduction))
+
+
+def cut_box(image: Image.Image, box: np.ndarray | tuple[int, int, int], out_size: int | tuple[int, int],
+            original_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Crop a box given in original-image coordinates and resize it (antialiased) to ``out_size``
+    (a side, or ``(width, height)`` for the one-pixel-wider cells of a stitched grid), as HWC uint8.
+
+    When the image was decoded at a reduced (draft) size, ``original_size`` rescales the box to it.
+    """
+    out = (out_size, out_size) if isinstance(out_size, int) else out_size
+    left, top, side = (float(v) for v in box)
+    if original_size is not None and original_size != image.size:
+        sx, sy = image.size[0] / original_size[0], image.size[1] / original_size[1]
+        region = (left * sx, top * sy, (left + side) * sx, (top + side) * sy)
+    else:
+        region = (left, top, left + side, top + side)
+    # Crop first, then resize, as torchvision's RandomResizedCrop does: the filter sees only the crop.
+    cropped = image.crop(tuple(round(v) for v in region))
+    return np.asarray(cropped.resize(out, Image.Resampling.BILINEAR), dtype=np.uint8)

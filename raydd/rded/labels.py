@@ -1,0 +1,68 @@
+"""Step 6 of RDED: relabel distilled images with the observers' soft labels, stored compactly.
+
+Two granularities: one label per distilled image, and one per patch ("region level": the observer's view of
+the patch alone, resized to its input size — what a student's random-resized crop of that region shows).
+Stored as the top-k logits in float16 with their class indices (k configurable; k = number of classes keeps
+everything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raydd.models.observer import Observer
+from raydd.rded.assembly import grid_cells
+
+__all__ = ["dense_logits", "ensemble_logits", "patch_views", "topk_logits"]
+
+
+@torch.inference_mode()
+def ensemble_logits(observers: Sequence[Observer], images: torch.Tensor, *, batch_size: int = 64,
+                    autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Mean logits of ``observers`` on uint8 images ``[N, 3, S, S]`` resized to each observer's input."""
+    device = next(observers[0].parameters()).device
+    out = []
+    for start in range(0, len(images), batch_size):
+        pixels = images[start:start + batch_size].to(device).float().div_(255.0)
+        total = None
+        for observer in observers:
+            x = pixels
+            if x.shape[-1] != observer.input_size:
+                x = F.interpolate(x, size=(observer.input_size,) * 2, mode="bilinear", antialias=True,
+                                  align_corners=False)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = observer(x).float()
+            total = logits if total is None else total + logits
+        out.append((total / len(observers)).cpu())
+    return torch.cat(out)
+
+
+def patch_views(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Every grid cell of uint8 images ``[N, 3, S, S]`` resized back to ``S``: ``[N·factor², 3, S, S]``."""
+    size = images.shape[-1]
+    views = [
+        F.interpolate(images[:, :, top:top + h, left:left + w].float(), size=(size, size), mode="bilinear",
+                      antialias=True, align_corners=False)
+        for top, left, h, w in grid_cells(size, factor)
+    ]
+    return torch.stack(views, dim=1).flatten(0, 1).round().clamp(0, 255).to(torch.uint8)
+
+
+def topk_logits(logits: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices int32, values float16) of the ``k`` largest logits per row."""
+    k = min(k, logits.shape[1])
+    values, indices = logits.float().topk(k, dim=1)
+    return indices.numpy().astype(np.int32), values.numpy().astype(np.float16)
+
+
+def dense_logits(indices: np.ndarray, values: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Back to ``[N, num_classes]`` float32; classes outside the stored top-k get the row's smallest stored
+    logit minus 10 (with k ≥ 5 their softmax mass was already negligible)."""
+    values = values.astype(np.float32)
+    dense = np.repeat(values.min(axis=1, keepdims=True) - 10.0, num_classes, axis=1)
+    np.put_along_axis(dense, indices.astype(np.int64), values, axis=1)
+    return torch.from_numpy(dense)

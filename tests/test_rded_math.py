@@ -1,0 +1,127 @@
+"""RDED's stages as pure functions, without Ray."""
+
+import itertools
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image
+
+from raydd.rded import RdedConfig
+from raydd.rded.assembly import grid_cells, patch_ranks, stitch
+from raydd.rded.crops import crop_rng, cut_box, draft_size, sample_boxes
+from raydd.rded.labels import dense_logits, patch_views, topk_logits
+from raydd.rded.scoring import pad_to_canvas, realism_scores
+from raydd.rded.selection import best_crops, combine_topk, partial_topk
+
+
+def test_boxes_are_square_inside_and_cover_the_scale_range():
+    boxes = sample_boxes(120, 80, 2000, np.random.default_rng(0), (0.08, 1.0))
+    left, top, side = boxes.T
+    assert (left >= 0).all() and (top >= 0).all() and (left + side <= 120).all() and (top + side <= 80).all()
+    area = side.astype(float) ** 2 / (120 * 80)
+    assert area.min() >= 0.075 and area.max() <= 80 * 80 / (120 * 80) + 1e-9
+    # Large draws that cannot fit as squares fall back to the centred square of the shorter side.
+    assert ((side == 80) & (left == 20) & (top == 0)).any()
+
+
+def test_boxes_depend_only_on_seed_and_name():
+    a = sample_boxes(64, 64, 5, crop_rng(7, "cat/1.png"))
+    assert np.array_equal(a, sample_boxes(64, 64, 5, crop_rng(7, "cat/1.png")))
+    assert not np.array_equal(a, sample_boxes(64, 64, 5, crop_rng(7, "cat/2.png")))
+    assert not np.array_equal(a, sample_boxes(64, 64, 5, crop_rng(8, "cat/1.png")))
+
+
+def test_cut_box_resizes_the_region_and_rescales_draft_boxes():
+    pixels = np.zeros((40, 40, 3), np.uint8)
+    pixels[10:30, 10:30] = 200
+    image = Image.fromarray(pixels)
+    assert (cut_box(image, (10, 10, 20), 8) == 200).all()
+    half = image.resize((20, 20))
+    assert (cut_box(half, (10, 10, 20), 8, original_size=(40, 40))[2:6, 2:6] == 200).all()
+    assert cut_box(image, (0, 0, 40), (5, 4)).shape == (4, 5, 3)
+
+
+def test_draft_size_only_when_every_box_is_twice_the_output():
+    boxes = np.array([[0, 0, 200], [0, 0, 100]])
+    assert draft_size((400, 300), boxes, 50) == (200, 150)
+    assert draft_size((400, 300), boxes, 60) is None
+
+
+def test_grid_cells_give_the_first_rows_the_extra_pixels():
+    cells = grid_cells(7, 2)
+    assert cells == [(0, 0, 4, 4), (0, 4, 4, 3), (4, 0, 3, 4), (4, 4, 3, 3)]
+    assert grid_cells(32, 1) == [(0, 0, 32, 32)]
+
+
+def test_patch_order_mixes_ranks():
+    assert patch_ranks(0, 10, 2) == [0, 10, 20, 30]
+    assert patch_ranks(3, 10, 2) == [3, 13, 23, 33]
+
+
+def test_stitch_places_patches_row_major():
+    patches = [np.full((h, w, 3), k, np.uint8) for k, (_, _, h, w) in enumerate(grid_cells(5, 2))]
+    canvas = stitch(patches, 5, 2)
+    assert canvas[0, 0, 0] == 0 and canvas[0, 4, 0] == 1 and canvas[4, 0, 0] == 2 and canvas[4, 4, 0] == 3
+    with pytest.raises(ValueError, match="need 4 patches"):
+        stitch(patches[:3], 5, 2)
+
+
+def test_pad_centres_the_crop_on_zeros():
+    x = torch.ones(1, 3, 2, 2)
+    out = pad_to_canvas(x, 6)
+    assert out.shape == (1, 3, 6, 6) and out.sum() == 12 and out[0, 0, 2:4, 2:4].eq(1).all()
+    assert pad_to_canvas(x, 2) is x
+
+
+def test_realism_score_is_minus_log_softmax_of_the_true_class():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    expected = [-(2 - np.log(np.exp(2) + 1 + np.exp(-1))), np.log(3)]
+    assert torch.allclose(realism_scores(logits, torch.tensor([0, 2])), torch.tensor(expected, dtype=torch.float32))
+
+
+def test_best_crop_per_image_ignores_failed_images():
+    index, score = best_crops(np.array([[3.0, 1.0, 2.0], [np.nan] * 3], np.float32))
+    assert index.tolist() == [1, -1] and score[0] == 1.0 and np.isinf(score[1])
+
+
+def test_partial_topk_combined_equals_the_global_topk():
+    rng = np.random.default_rng(0)
+    n = 500
+    table = pa.table({"class_index": rng.integers(0, 7, n).astype(np.int32), "image_id": np.arange(n),
+                      "score": rng.choice([0.5, 1.0, 1.5, np.inf], n)})
+    full = partial_topk(table, 12)
+    cuts = [0, 37, 38, 200, 411, n]
+    merged = combine_topk([partial_topk(table.slice(a, b - a), 12) for a, b in itertools.pairwise(cuts)], 12)
+    assert merged.to_pydict() == full.to_pydict()
+    # Reference: sort each class by (score, id), keep 12 finite ones.
+    for c in range(7):
+        columns = table.to_pydict().values()
+        rows = sorted((s, i) for cl, i, s in zip(*columns, strict=True) if cl == c and np.isfinite(s))[:12]
+        got = full.filter(pa.compute.equal(full["class_index"], c))
+        assert got["image_id"].to_pylist() == [i for _, i in rows]
+
+
+def test_soft_label_topk_round_trip():
+    logits = torch.tensor([[1.0, 5.0, 3.0, -2.0]])
+    idx, val = topk_logits(logits, 2)
+    assert idx.tolist() == [[1, 2]] and val.dtype == np.float16
+    dense = dense_logits(idx, val, 4)
+    assert dense[0, 1] == 5 and dense[0, 2] == 3 and dense[0, 0] == dense[0, 3] == -7
+    assert torch.equal(dense_logits(*topk_logits(logits, 4), 4), logits)
+
+
+def test_patch_views_cut_every_cell():
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    images[:, :, 4:, 4:] = 255
+    views = patch_views(images, 2)
+    assert views.shape == (8, 3, 8, 8)
+    assert views[3].eq(255).all() and views[0].eq(0).all()
+
+
+def test_config_refuses_more_patches_than_candidates():
+    with pytest.raises(ValueError, match="ipc \\* factor\\^2 = 40 .* mipc = 30"):
+        RdedConfig(data="d", out="o", observers=["x"], ipc=10, factor=2, mipc=30)
+    with pytest.raises(ValueError, match="at least one observer"):
+        RdedConfig(data="d", out="o", observers=[])

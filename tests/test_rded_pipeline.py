@@ -1,0 +1,168 @@
+"""RDED end to end on Ray Data, checked against a plain single-process implementation of DESIGN §1."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import raydd.rded.pipeline as pipeline
+from raydd.data import list_images, sample_per_class
+from raydd.io import DistilledSet, OutputExistsError
+from raydd.models import get_entry, get_model, load_observer
+from raydd.rded import RdedConfig, distill
+from raydd.rded.crops import crop_rng, sample_boxes
+from raydd.train import save_checkpoint
+from tests.conftest import make_image_folder
+
+CLASSES = ["ant", "bee", "cow"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rded")
+    data = make_image_folder(root / "train", CLASSES, 12, size=40)
+    torch.manual_seed(0)
+    model = get_model("convnet3", num_classes=3)
+    save_checkpoint(root / "observer", model=model, model_name="convnet3",
+                    model_args={"num_classes": 3, "input_size": 32}, normalization=get_entry("convnet3").normalization,
+                    input_size=32, classes=CLASSES, epoch=1)
+    return root, data, f"checkpoint@{root / 'observer'}"
+
+
+def _config(setup, out, **kwargs):
+    root, data, observer = setup
+    values = {"data": str(data), "observers": [observer], "out": str(root / out), "ipc": 2, "factor": 2, "mipc": 10,
+              "num_crops": 3, "input_size": 32, "batch_size": 12, "seed": 5}
+    return RdedConfig(**{**values, **kwargs})
+
+
+def reference_rded(data: Path, observer_spec: str, *, ipc, factor, mipc, num_crops, size, seed):
+    """DESIGN §1 written plainly: per class, per image, per crop; sort; stitch."""
+    observer = load_observer(observer_spec)
+    index = list_images(data)
+    drawn = sample_per_class(index, mipc, seed=seed)
+    crop = size // factor
+    selected, images = {}, {}
+    for c, name in enumerate(CLASSES):
+        ranked = []
+        for order, ref in enumerate(drawn[name]):
+            image = Image.open(ref).convert("RGB")
+            rel = os.path.relpath(ref, data)
+            boxes = sample_boxes(image.width, image.height, num_crops, crop_rng(seed, rel))
+            crops = [np.asarray(image.crop((x, y, x + s, y + s)).resize((crop, crop), Image.Resampling.BILINEAR))
+                     for x, y, s in boxes]
+            pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
+            x = observer.normalize(pixels)
+            pad = (size - crop) // 2
+            x = F.pad(x, (pad, size - crop - pad, pad, size - crop - pad))
+            with torch.no_grad():
+                scores = -F.log_softmax(observer.model(x), dim=1)[:, c]
+            best = int(scores.argmin())
+            ranked.append((float(scores[best]), order, rel, tuple(int(v) for v in boxes[best])))
+        ranked.sort(key=lambda r: (r[0], r[1]))
+        keep = ranked[: ipc * factor * factor]
+        selected[name] = [(r[2], r[3]) for r in keep]
+        for i in range(ipc):
+            canvas = np.zeros((size, size, 3), np.uint8)
+            for j in range(factor * factor):
+                _, _, rel, (x, y, s) = keep[i + ipc * j]
+                top, left = (j // factor) * (size // factor), (j % factor) * (size // factor)
+                patch = Image.open(data / rel).convert("RGB").crop((x, y, x + s, y + s))
+                canvas[top:top + size // factor, left:left + size // factor] = np.asarray(
+                    patch.resize((size // factor, size // factor), Image.Resampling.BILINEAR))
+            images[(name, i)] = canvas
+    return selected, images
+
+
+def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_session):
+    _root, data, observer = setup
+    one = distill(_config(setup, "one", num_actors=1))
+    two = distill(_config(setup, "two", num_actors=2))
+
+    selected, images = reference_rded(data, observer, ipc=2, factor=2, mipc=10, num_crops=3, size=32, seed=5)
+    manifest = one.manifest.to_pylist()
+    pixels, labels = one.images()
+    for row, image, label in zip(manifest, pixels, labels.tolist(), strict=True):
+        name, n = row["class_name"], row["n"]
+        assert CLASSES[label] == name
+        expected = selected[name][n::2]  # image n takes ranks n, ipc+n, …
+        assert list(zip(row["patch_sources"], map(tuple, row["patch_boxes"]), strict=True)) == expected
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), images[(name, n)])
+
+    # Same seed, other actor count: byte-identical images and manifest.
+    for rel in ["manifest.parquet", *one.manifest.column("file").to_pylist()]:
+        assert (one.path / rel).read_bytes() == (two.path / rel).read_bytes(), rel
+
+    # The output format: soft labels per image and per patch, scores of every candidate, a montage.
+    idx, val = one.soft_labels()
+    assert idx.shape == (6, 3) and val.dtype == np.float16
+    assert one.soft_labels(patches=True)[0].shape == (24, 3)
+    assert (one.path / "montage.png").exists() and (one.path / "config.yaml").exists()
+    assert one.stats["candidates"] == 30 and one.stats["crops_scored"] == 90
+
+    # Rerunning a finished config is a no-op; any other config refuses to touch the folder.
+    assert distill(_config(setup, "one", num_actors=1)).path == one.path
+    with pytest.raises(OutputExistsError, match="never overwrites"):
+        distill(_config(setup, "one", seed=6))
+
+
+def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatch):
+    root, _data, _observer = setup
+    bad = make_image_folder(root / "bad", CLASSES, 12, size=40)
+    (bad / "ant" / "zero.png").write_bytes(b"")
+    good = (bad / "bee" / "0000.png").read_bytes()
+    (bad / "bee" / "cut.png").write_bytes(good[: len(good) // 2])
+    config = _config(setup, "resumed", data=str(bad), mipc=13, scores_part_images=12)
+
+    real_write = pipeline.write_parquet
+    writes = []
+
+    def crash_after_first_part(table, path):
+        real_write(table, path)
+        writes.append(path.name)
+        if path.name.startswith("part-"):
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(pipeline, "write_parquet", crash_after_first_part)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config)
+    monkeypatch.setattr(pipeline, "write_parquet", real_write)
+    assert not (root / "resumed").exists() and (root / ".resumed.partial").exists()
+
+    done = distill(config)
+    stats = json.loads((done.path / "stats.json").read_text())
+    assert stats["resumed_images"] >= 12 and stats["resumed_images"] + stats["scored_images"] == 38
+    assert stats["skipped_files"] == {"truncated": 1, "empty": 1}
+    assert stats["skipped_examples"] == {"truncated": "bee/cut.png", "empty": "ant/zero.png"}
+    assert not (root / ".resumed.partial").exists()
+
+    again = distill(_config(setup, "reselected", data=str(bad), mipc=13, ipc=1, from_scores=str(done.path)))
+    assert again.stats["scores_from"] == str(done.path) and "scored_images" not in again.stats
+    assert len(again) == 3
+
+    exported = again.export_ddranking(root / "ddr")
+    assert torch.load(exported / "soft_labels.pt").shape == (3, 3)
+    assert sorted(p.name for p in exported.iterdir()) == ["ant", "bee", "classes.txt", "cow", "soft_labels.pt"]
+
+
+def test_errors_before_any_work(setup, tmp_path):
+    _root, _data, _observer = setup
+    with pytest.raises(ValueError, match=r"cow \(12\)"):
+        distill(_config(setup, "x", ipc=4, mipc=16))
+    with pytest.raises(ValueError, match="trained without class.*emu"):
+        few = make_image_folder(tmp_path / "other", ["ant", "emu"], 9, size=40)
+        distill(_config(setup, "y", data=str(few)))
+    with pytest.raises(ValueError, match="no such class folder"):
+        distill(_config(setup, "z", classes=["yak"]))
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "mine.txt").write_text("user data")
+    with pytest.raises(OutputExistsError):
+        distill(_config(setup, str(tmp_path / "taken")))
+    assert (tmp_path / "taken" / "mine.txt").read_text() == "user data"
+    with pytest.raises(FileNotFoundError):
+        DistilledSet(tmp_path)
