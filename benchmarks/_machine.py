@@ -55,3 +55,54 @@ def shared_dataset(name: str) -> str:
         with tarfile.open(shared_path("data", f"{name}.tar.gz")) as archive:
             archive.extractall(cache, filter="data")
     return cache
+
+
+class RssSampler:
+    """Samples the resident memory of this process and every Ray process on the machine, every ``period`` s.
+
+    Reports the peak of any single process and the peak of their sum (Ray's workers, raylet, GCS included).
+    """
+
+    def __init__(self, period: float = 0.25) -> None:
+        import threading
+
+        self.period = period
+        self.peak_one: tuple[float, str] = (0.0, "")
+        self.peak_sum = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        total = 0.0
+        me = os.getpid()
+        for proc in psutil.process_iter(["pid", "name", "cmdline", "memory_info"]):
+            cmd = " ".join(proc.info.get("cmdline") or [])
+            if proc.info["pid"] != me and "ray" not in cmd and "raylet" not in (proc.info.get("name") or ""):
+                continue
+            mem = proc.info.get("memory_info")
+            if mem is None:
+                continue
+            rss = mem.rss / 2**30
+            total += rss
+            if rss > self.peak_one[0]:
+                self.peak_one = (rss, (proc.info.get("name") or "") + " " + cmd[:60])
+        self.peak_sum = max(self.peak_sum, total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def report(self) -> dict:
+        return {"peak_rss_one_process_gib": round(self.peak_one[0], 3), "peak_rss_process": self.peak_one[1].strip(),
+                "peak_rss_sum_gib": round(self.peak_sum, 3)}

@@ -1,19 +1,34 @@
-"""raydd: dataset distillation (RDED, IADD/MTT) at scale on Ray."""
+"""raydd: dataset distillation (RDED, IADD/MTT) at scale on Ray.
 
-from raydd.data import ClassMap, list_images, load_class_map
-from raydd.models import get_model, list_models, load_observer
-from raydd.train import TrainConfig, fit
+The public names load lazily: every Ray worker imports this package, and pulling in Ray Train or torchvision
+where a worker needs neither cost seconds per process on small machines.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ClassMap",
-    "TrainConfig",
-    "__version__",
-    "fit",
-    "get_model",
-    "list_images",
-    "list_models",
-    "load_class_map",
-    "load_observer",
-]
+_EXPORTS = {
+    "ClassMap": "raydd.data",
+    "list_images": "raydd.data",
+    "load_class_map": "raydd.data",
+    "DistilledSet": "raydd.io",
+    "get_model": "raydd.models",
+    "list_models": "raydd.models",
+    "load_observer": "raydd.models",
+    "RdedConfig": "raydd.rded",
+    "distill": "raydd.rded",
+    "TrainConfig": "raydd.train",
+    "fit": "raydd.train",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'raydd' has no attribute {name!r}")

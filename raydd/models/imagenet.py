@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torchvision
 from torch import nn
 
 from raydd.models._weights import load_weights
@@ -22,6 +21,8 @@ LITE_NORM = Normalization((0.498, 0.498, 0.498), (0.502, 0.502, 0.502))
 
 def torchvision_model(name: str, *, num_classes: int = 1000, weights: str | Path | None = None) -> nn.Module:
     """A torchvision model; ``weights`` is a local state-dict path, ``"DEFAULT"`` (download) or ``None``."""
+    import torchvision  # imported here: it costs seconds, and most observers never need it
+
     if weights == "DEFAULT":
         if num_classes != 1000:
             raise ValueError("torchvision's pretrained weights have 1000 outputs")

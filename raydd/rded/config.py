@@ -10,7 +10,7 @@ __all__ = ["RdedConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Settings that change how fast a run goes, never what it produces: left out of the config hash.
-EXECUTION_FIELDS = ("out", "num_actors", "num_gpus_per_actor", "threads_per_actor", "batch_size",
+EXECUTION_FIELDS = ("out", "num_actors", "num_gpus_per_actor", "threads_per_actor", "batch_size", "block_images",
                     "scores_part_images", "from_scores", "address")
 
 
@@ -40,6 +40,7 @@ class RdedConfig:
     num_gpus_per_actor: float = option(0.0, help="GPUs per scoring actor (0: CPU)")
     threads_per_actor: int | None = option(None, help="torch threads per CPU actor (default: cores / actors)")
     batch_size: int = option(64, help="crops per observer forward")
+    block_images: int = option(256, help="candidate images per Ray Data block (each block: one actor call)")
     scores_part_images: int = option(2048, help="images per scores part file (the resume granularity)")
     from_scores: str | None = option(None, help="reuse the scores of an earlier run's output (no rescoring)")
     address: str | None = option(None, help="Ray address (default: the running cluster, else a local one)")
@@ -49,8 +50,8 @@ class RdedConfig:
             self.observers = [self.observers]
         if not self.observers:
             raise ValueError("at least one observer is needed: --observers SPEC")
-        for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "soft_label_topk",
-                     "scores_part_images"):
+        for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "block_images",
+                     "soft_label_topk", "scores_part_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ipc * self.factor**2 > self.mipc:

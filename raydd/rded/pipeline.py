@@ -133,8 +133,7 @@ class _ObserverActor:
                  threads: int | None, batch_size: int, input_size: int) -> None:
         tune_allocator()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cpu" and threads:
-            torch.set_num_threads(threads)
+        self.threads = threads if self.device.type == "cpu" else None
         self.observers: list[Observer] = [load_observer(s, device=self.device).restrict(c)
                                           for s, c in zip(specs, columns, strict=True)]
         self.channels_last = channels_last
@@ -145,11 +144,18 @@ class _ObserverActor:
         self.batch_size = batch_size
         self.input_size = input_size
 
+    def _set_threads(self) -> None:
+        # OpenMP's thread count is per calling thread, and Ray Data calls the UDF from another thread than
+        # __init__ (where Ray's OMP_NUM_THREADS=1 applies): set it where the work runs.
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
 
 class ScoreCrops(_ObserverActor):
     """Step 3: realism scores of every crop; returns small rows (boxes and scores), never pixels."""
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._set_threads()
         crops = batch["crops"]
         n, num_crops = crops.shape[:2]
         ok = np.array([r == "" for r in batch["reason"]], dtype=bool)
@@ -203,8 +209,9 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
     if todo.num_rows == 0:
         return parts
     init_ray(config.address)
-    per_block = max(1, config.batch_size // config.num_crops)
-    blocks = [todo.slice(s, per_block) for s in range(0, todo.num_rows, per_block)]
+    # Blocks depend on the candidates alone (never on the actor count), so every actor sees the same batches
+    # whatever the pool size: identical scores, bit for bit.
+    blocks = [todo.slice(s, config.block_images) for s in range(0, todo.num_rows, config.block_images)]
     ds = ray.data.from_arrow(blocks).map_batches(
         _cut_crops, batch_size=None, batch_format="numpy",
         fn_kwargs={"fs": plan.fs, "root": plan.root, "seed": config.seed, "num_crops": config.num_crops,
@@ -283,6 +290,7 @@ class LabelImages(_ObserverActor):
         self.topk, self.factor = topk, factor
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._set_threads()
         images = torch.from_numpy(batch.pop("pixels")).permute(0, 3, 1, 2)
         n = len(images)
         image_idx, image_val = topk_logits(ensemble_logits(self.observers, images, batch_size=self.batch_size,

@@ -1,0 +1,118 @@
+"""RDED synthesis benchmark: wall time, crops/s, peak memory, and the observer's compute bound.
+
+    python benchmarks/rded_bench.py imagenette --precision fp32 --num-actors 1
+    python benchmarks/rded_bench.py imagenette --precision bf16 --compare-to RUN_DIR_OF_FP32
+    python benchmarks/rded_bench.py cifar10
+
+imagenette: IPC 10, mipc 300, 5 crops, factor 2, input 224, EfficientNet-Lite0 restricted to the 10 classes.
+cifar10: IPC 10, mipc 300, 5 crops, factor 1, input 32, CIFAR ResNet-20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import pyarrow.parquet as pq
+import torch
+from _machine import RssSampler, machine, shared_dataset, shared_path
+
+from raydd._runtime import tune_allocator
+from raydd.models import load_observer
+from raydd.rded import RdedConfig, distill
+
+JOBS = {
+    "imagenette": dict(dataset="imagenette-224sq", observers=["efficientnet_lite0"], class_map="imagenet",
+                       ipc=10, mipc=300, num_crops=5, factor=2, input_size=224),
+    "cifar10": dict(dataset="cifar10-jpg", observers=["cifar_resnet20@{models}/cifar10-resnet20-akamaster.th"],
+                    class_map=None, ipc=10, mipc=300, num_crops=5, factor=1, input_size=32),
+}
+
+
+@torch.inference_mode()
+def raw_throughput(spec: str, *, batch: int, size: int, precision: str, channels_last: bool, threads: int,
+                   seconds: float = 20.0) -> float:
+    """Images/s of the observer's bare forward on random tensors (the compute bound's denominator)."""
+    torch.set_num_threads(threads)
+    observer = load_observer(spec)
+    x = torch.randn(batch, 3, size, size)
+    if channels_last:
+        observer = observer.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        observer.logits(x)
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            observer.logits(x)
+            done += batch
+    return done / (time.perf_counter() - started)
+
+
+def selected_patches(run: str) -> set[tuple[str, tuple[int, ...]]]:
+    manifest = pq.read_table(os.path.join(run, "manifest.parquet")).to_pylist()
+    return {(name, tuple(box)) for row in manifest for name, box in zip(row["patch_sources"], row["patch_boxes"],
+                                                                          strict=True)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job", choices=sorted(JOBS))
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--num-actors", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=64, help="crops per forward")
+    parser.add_argument("--keep", default=None, help="keep the distilled set here (default: a temporary folder)")
+    parser.add_argument("--compare-to", default=None, help="another run's output: report the selection overlap")
+    parser.add_argument("--raw-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    tune_allocator()
+
+    job = dict(JOBS[args.job])
+    data = os.path.join(shared_dataset(job.pop("dataset")), "train")
+    job["observers"] = [s.format(models=shared_path("models")) for s in job["observers"]]
+    tmp = tempfile.mkdtemp(prefix="raydd-bench-")
+    out = args.keep or os.path.join(tmp, "out")
+    config = RdedConfig(data=data, out=out, precision=args.precision, num_actors=args.num_actors,
+                        batch_size=args.batch_size, **job)
+    started = time.perf_counter()
+    with RssSampler() as rss:
+        distilled = distill(config)
+    wall = time.perf_counter() - started
+    stats = distilled.stats
+    crops = stats["crops_scored"]
+    forward_batch = config.batch_size
+    threads = max(1, (os.cpu_count() or 1) // config.num_actors)
+    raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=args.precision,
+                         channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
+    bound = crops / raw
+    result = {
+        "benchmark": f"rded_{args.job}",
+        "config": {"precision": args.precision, "num_actors": args.num_actors, "forward_batch": forward_batch,
+                   "threads_per_actor": threads, "ipc": config.ipc, "mipc": config.mipc,
+                   "num_crops": config.num_crops, "factor": config.factor, "input_size": config.input_size,
+                   "observers": config.observers},
+        "wall_s": round(wall, 1),
+        "stage_s": {k: round(v, 1) for k, v in stats["timings"].items()},
+        "crops": crops,
+        "crops_per_s_wall": round(crops / wall, 1),
+        "raw_forward_img_per_s": round(raw, 1),
+        "compute_bound_s": round(bound, 1),
+        "wall_over_bound": round(wall / bound, 2),
+        **rss.report(),
+        "skipped_files": stats["skipped_files"],
+        "machine": machine(),
+    }
+    if args.compare_to:
+        mine, theirs = selected_patches(str(distilled.path)), selected_patches(args.compare_to)
+        result["selection_overlap"] = round(len(mine & theirs) / max(1, len(theirs)), 4)
+    print(json.dumps(result, indent=2))
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
