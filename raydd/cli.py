@@ -43,6 +43,14 @@ def _run_demo(args: argparse.Namespace) -> Any:
     return _describe(run_demo(config_from_args(DemoConfig, args)))
 
 
+def _run_evaluate(args: argparse.Namespace) -> Any:
+    from raydd.evaluate import EvalConfig, evaluate
+
+    report = evaluate(config_from_args(EvalConfig, args))
+    return {"out": report["out"], **{name: f"{s['final_acc_mean']:.2f} ± {s['final_acc_std']:.2f} % "
+                                     f"(seeds {s['seeds']})" for name, s in report["sets"].items()}}
+
+
 def _run_export(args: argparse.Namespace) -> Any:
     from raydd.io import DistilledSet
 
@@ -58,6 +66,7 @@ def _run_models(args: argparse.Namespace) -> Any:
 
 def _commands() -> dict[str, tuple[str, type | None, Callable[[argparse.Namespace], Any]]]:
     from raydd.demo import DemoConfig
+    from raydd.evaluate import EvalConfig
     from raydd.rded import RdedConfig
     from raydd.train import TrainConfig
 
@@ -65,6 +74,8 @@ def _commands() -> dict[str, tuple[str, type | None, Callable[[argparse.Namespac
         "demo": ("distil the built-in CIFAR-10 sample with RDED (a couple of minutes on a laptop)", DemoConfig,
                  _run_demo),
         "rded": ("distil an image dataset with RDED on Ray Data", RdedConfig, _run_rded),
+        "evaluate": ("train students on a distilled set (and random baselines) and test them, seeds in parallel",
+                     EvalConfig, _run_evaluate),
         "export": ("export a distilled set to DD-Ranking's input (ImageFolder + soft_labels.pt)", None,
                    _run_export),
         "train": ("train a classifier (an observer) on an image folder with Ray Train", TrainConfig, _run_train),

@@ -457,8 +457,8 @@ def distill(config: RdedConfig) -> DistilledSet:
     manifest, soft = _assemble_and_label(config, plan, layout, run.work)
     timings["assemble_label_s"] = time.perf_counter() - t
     info = {"method": "rded", "classes": list(plan.classes), "observers": list(config.observers),
-            "seed": config.seed, "config_hash": result_hash, "input_size": plan.input_size, "factor": config.factor,
-            "ipc": config.ipc}
+            "observer_columns": plan.columns, "seed": config.seed, "config_hash": result_hash,
+            "input_size": plan.input_size, "factor": config.factor, "ipc": config.ipc}
     write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}),
                   run.work / "manifest.parquet")
     write_parquet(soft, run.work / "soft_labels.parquet")

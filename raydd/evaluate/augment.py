@@ -1,0 +1,148 @@
+"""Student-training augmentations as pure torch functions on float batches ``[N, C, H, W]``.
+
+RDED protocol: strip shuffling → random-resized crop (scale 1/factor..1) → flip, per sample; CutMix or Mixup
+per batch. MTT protocol: differentiable Siamese augmentation (DSA): one family per batch among colour, crop,
+cutout, flip, scale and rotate, with per-sample parameters.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["cutmix", "dsa", "hflip", "mixup", "random_resized_crop", "shuffle_strips"]
+
+
+def _spans(size: int, factor: int) -> list[tuple[int, int]]:
+    base, extra = divmod(size, factor)
+    out, start = [], 0
+    for i in range(factor):
+        length = base + (1 if i < extra else 0)
+        out.append((start, start + length))
+        start += length
+    return out
+
+
+def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per sample, permute the ``factor`` column strips of the stitched grid, then its row strips."""
+    if factor <= 1:
+        return x
+    out = torch.empty_like(x)
+    for i in range(len(x)):
+        cols = _spans(x.shape[-1], factor)
+        order = torch.randperm(factor, generator=generator).tolist()
+        image = torch.cat([x[i][..., :, a:b] for a, b in (cols[j] for j in order)], dim=-1)
+        rows = _spans(x.shape[-2], factor)
+        order = torch.randperm(factor, generator=generator).tolist()
+        out[i] = torch.cat([image[..., a:b, :] for a, b in (rows[j] for j in order)], dim=-2)
+    return out
+
+
+def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: torch.Generator | None = None,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Per sample, torchvision's RandomResizedCrop box (ten tries, else the whole image), resampled to the
+    input size (bilinear)."""
+    n, _, h, w = x.shape
+    tries = 10
+    area = torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator) * h * w
+    log_r = torch.empty(n, tries).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    cw = torch.sqrt(area * torch.exp(log_r)).round()
+    ch = torch.sqrt(area / torch.exp(log_r)).round()
+    ok = (cw <= w) & (ch <= h) & (cw > 0) & (ch > 0)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1))
+    idx = first.clamp(min=0)
+    cw = torch.where(first >= 0, cw[torch.arange(n), idx], torch.full((n,), float(w)))
+    ch = torch.where(first >= 0, ch[torch.arange(n), idx], torch.full((n,), float(h)))
+    left = (torch.rand(n, generator=generator) * (w - cw + 1)).floor()
+    top = (torch.rand(n, generator=generator) * (h - ch + 1)).floor()
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = cw / w
+    theta[:, 1, 1] = ch / h
+    theta[:, 0, 2] = (2 * left + cw) / w - 1
+    theta[:, 1, 2] = (2 * top + ch) / h - 1
+    return _affine(x, theta.to(x.device))
+
+
+def hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
+    flip = (torch.rand(len(x), generator=generator) < p).to(x.device).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
+def cutmix(x: torch.Tensor, generator: torch.Generator | None = None, alpha: float = 1.0
+           ) -> tuple[torch.Tensor, torch.Tensor, float, tuple[int, int, int, int]]:
+    """Paste a box of a shuffled batch into each image: λ ~ Beta(α, α), box side √(1 − λ) of the image's,
+    centred uniformly and clipped at the border. Returns (mixed, permutation, effective λ, box
+    (top, left, bottom, right)); effective λ = 1 − box area / image area."""
+    n, _, h, w = x.shape
+    lam = _beta(alpha, generator)
+    perm = torch.randperm(n, generator=generator)
+    cut = math.sqrt(1.0 - lam)
+    cy, cx = (int(torch.randint(0, h, (1,), generator=generator)), int(torch.randint(0, w, (1,), generator=generator)))
+    top, bottom = max(cy - int(h * cut) // 2, 0), min(cy + int(h * cut) // 2, h)
+    left, right = max(cx - int(w * cut) // 2, 0), min(cx + int(w * cut) // 2, w)
+    mixed = x.clone()
+    mixed[:, :, top:bottom, left:right] = x[perm.to(x.device)][:, :, top:bottom, left:right]
+    effective = 1.0 - (bottom - top) * (right - left) / (h * w)
+    return mixed, perm, effective, (top, left, bottom, right)
+
+
+def mixup(x: torch.Tensor, generator: torch.Generator | None = None, alpha: float = 1.0
+          ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    lam = _beta(alpha, generator)
+    perm = torch.randperm(len(x), generator=generator)
+    return lam * x + (1 - lam) * x[perm.to(x.device)], perm, lam
+
+
+def _beta(alpha: float, generator: torch.Generator | None) -> float:
+    """λ ~ Beta(α, α), drawn from the same seeded stream as everything else (torch's Beta takes no generator)."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def dsa(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Differentiable Siamese augmentation as MTT evaluates with it: one family per batch, chosen uniformly
+    among colour (brightness, saturation, contrast), crop (translate ≤ 1/8), cutout (½ side), flip,
+    scale (×1/1.2–1.2) and rotate (±15°)."""
+    n = len(x)
+    family = int(torch.randint(0, 6, (1,), generator=generator))
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
+    if family == 0:
+        x = x + (rand(n, 1, 1, 1) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (rand(n, 1, 1, 1) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) * (rand(n, 1, 1, 1) + 0.5) + mean
+    if family == 1:
+        shift = (rand(n, 2) - 0.5) * 2 * 0.125 * 2
+        theta = torch.zeros(n, 2, 3, device=x.device)
+        theta[:, 0, 0] = theta[:, 1, 1] = 1
+        theta[:, :, 2] = shift
+        return _affine(x, theta)
+    if family == 2:
+        h, w = x.shape[-2:]
+        ch, cw = int(h * 0.5 + 0.5), int(w * 0.5 + 0.5)
+        cy = (rand(n) * (h + (1 - ch % 2))).long().view(n, 1, 1)
+        cx = (rand(n) * (w + (1 - cw % 2))).long().view(n, 1, 1)
+        ys = torch.arange(h, device=x.device).view(1, h, 1)
+        xs = torch.arange(w, device=x.device).view(1, 1, w)
+        inside = ((ys - cy).abs() <= ch // 2) & ((xs - cx).abs() <= cw // 2)
+        return x * (~inside).unsqueeze(1).to(x.dtype)
+    if family == 3:
+        return hflip(x, generator)
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    if family == 4:
+        theta[:, 0, 0] = rand(n) * (1.2 - 1 / 1.2) + 1 / 1.2
+        theta[:, 1, 1] = rand(n) * (1.2 - 1 / 1.2) + 1 / 1.2
+    else:
+        angle = (rand(n) - 0.5) * 2 * 15 / 180 * math.pi
+        theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), torch.sin(-angle)
+        theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
+    return _affine(x, theta)

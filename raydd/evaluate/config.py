@@ -1,0 +1,65 @@
+"""The configuration of one evaluation: which students, trained how, on which sets, tested on what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raydd.config import option
+
+__all__ = ["EvalConfig", "rded_batch_size"]
+
+PROTOCOLS = ("rded", "mtt")
+BASELINES = ("none", "random", "random_patches", "both")
+
+
+def rded_batch_size(ipc: int, num_classes: int) -> int:
+    """RDED's batch sizes: 10 / 50 / 100 for IPC 1 / 10 / 50 (10 classes), doubled from 100 classes up."""
+    base = 10 if ipc <= 1 else 50 if ipc <= 10 else 100
+    return base * (2 if num_classes >= 100 else 1)
+
+
+@dataclass
+class EvalConfig:
+    distilled: str = option(help="a raydd distilled set, or any ImageFolder of training images")
+    val_data: str = option(help="real validation images (same class folders)")
+    out: str = option(help="report folder (never overwritten)")
+    protocol: str = option("rded", help="rded (KD from a teacher, AdamW) or mtt (hard labels, DSA, SGD)")
+    student: str = option("convnet3", help="student model from the zoo")
+    input_size: int | None = option(None, help="student input side (default: the distilled images')")
+    teacher: str | None = option(None, help="RDED: teacher observer spec (default: the set's first observer)")
+    class_map: str | None = option(None, help="RDED: class map for the teacher ('imagenet' for wnid folders)")
+    soft_labels: str = option("online", help="RDED: online (teacher on every batch) or stored (the set's labels)")
+    temperature: float | None = option(None, help="RDED: KD temperature (default 20 with CutMix, 4 with Mixup)")
+    mix: str = option("cutmix", help="RDED: cutmix or mixup")
+    factor: int | None = option(None, help="RDED: patches per side for strip shuffling and the crop scale")
+    epochs: int | None = option(None, help="epochs (default: 300 RDED, 1000 MTT)")
+    batch_size: int | None = option(None, help="batch size (default: RDED's by IPC; 256 for MTT)")
+    lr: float | None = option(None, help="learning rate (default: 1e-3 RDED; the set's learned lr, else 0.01, MTT)")
+    weight_decay: float | None = option(None, help="weight decay (default: 0.01 RDED, 5e-4 MTT)")
+    seeds: list[int] = option([0, 1, 2], help="one student per seed, trained in parallel", flags=("--seed",))
+    baseline: str = option("none", help="also evaluate: none, random (real images), random_patches, both")
+    real_data: str | None = option(None, help="real training images the baselines draw from")
+    ipc: int | None = option(None, help="images per class of the baselines (default: the set's)")
+    eval_every: int = option(25, help="test every N epochs for the curve (the final epoch always)")
+    cpus_per_trial: float = option(1.0, help="CPUs per student trial")
+    gpus_per_trial: float = option(0.0, help="GPUs per student trial")
+    threads_per_trial: int | None = option(None, help="torch threads per CPU trial (default: CPUs per trial)")
+    address: str | None = option(None, help="Ray address (default: the running cluster, else a local one)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, int):
+            self.seeds = [self.seeds]
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        if self.baseline not in BASELINES:
+            raise ValueError(f"baseline must be one of {BASELINES}")
+        if self.baseline != "none" and not self.real_data:
+            raise ValueError("a baseline draws from real images: pass --real-data TRAIN_FOLDER")
+        if self.soft_labels not in ("online", "stored"):
+            raise ValueError("soft_labels must be online or stored")
+        if self.mix not in ("cutmix", "mixup"):
+            raise ValueError("mix must be cutmix or mixup")
+        if not self.seeds:
+            raise ValueError("at least one seed")
+        if self.eval_every < 1:
+            raise ValueError("eval_every must be at least 1")

@@ -1,0 +1,244 @@
+"""``raydd.evaluate``: students trained on a distilled set (and its random baselines), one Ray Tune trial per
+(set, seed), all in parallel on whatever CPUs and GPUs the cluster has."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from raydd._runtime import init_ray, tune_allocator
+from raydd.config import config_hash
+from raydd.data import list_images, load_class_map
+from raydd.data.memory import load_tensor_images
+from raydd.evaluate.baselines import random_patches, random_subset
+from raydd.evaluate.config import EvalConfig, rded_batch_size
+from raydd.evaluate.students import StudentPlan, train_student
+from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_json
+from raydd.models import get_entry, load_observer
+from raydd.rded.labels import dense_logits, ensemble_logits
+
+__all__ = ["evaluate"]
+
+log = logging.getLogger("raydd.evaluate")
+
+
+@dataclass
+class _TrainingSet:
+    x: torch.Tensor
+    y: torch.Tensor
+    soft: torch.Tensor | None = None
+
+
+@dataclass
+class _Source:
+    """What the evaluated set says about itself."""
+
+    classes: list[str]
+    factor: int
+    ipc: int
+    observers: list[str]
+    columns: list[Any] | None
+    learned_lr: float | None
+
+
+def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
+    path = Path(config.distilled)
+    if (path / "manifest.parquet").exists():
+        distilled = DistilledSet(path)
+        x, y = distilled.images()
+        meta = distilled.meta
+        soft = None
+        if config.protocol == "rded" and config.soft_labels == "stored":
+            soft = dense_logits(*distilled.soft_labels(), len(distilled.classes))
+        counts = np.bincount(y.numpy())
+        return _TrainingSet(x, y, soft), _Source(
+            classes=distilled.classes, factor=int(meta.get("factor", 1)), ipc=int(counts.max()),
+            observers=list(meta.get("observers", [])), columns=meta.get("observer_columns"),
+            learned_lr=meta.get("learned_lr"))
+    if config.soft_labels == "stored":
+        raise ValueError(f"{path} is a plain ImageFolder: it has no stored soft labels (use --soft-labels online)")
+    index = list_images(path)
+    size = config.input_size or get_entry(config.student).input_size
+    classes = index.classes
+    refs = [r for c in classes for r in index.files[c]]
+    labels = [i for i, c in enumerate(classes) for _ in index.files[c]]
+    x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+    return _TrainingSet(x, y), _Source(classes=classes, factor=config.factor or 1,
+                                       ipc=int(np.bincount(y.numpy()).max()), observers=[], columns=None,
+                                       learned_lr=None)
+
+
+def _load_val(folder: str, classes: list[str], size: int, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real test images in the set's class order; RDED tests at a resize to size·8/7 and a centre crop."""
+    index = list_images(folder)
+    missing = sorted(set(classes) - set(index.classes))
+    if missing:
+        raise ValueError(f"validation data {folder} lacks class(es) {', '.join(missing[:8])}")
+    refs = [r for c in classes for r in index.files[c]]
+    labels = [i for i, c in enumerate(classes) for _ in index.files[c]]
+    load = round(size * 8 / 7) if protocol == "rded" else size
+    x, y = load_tensor_images(refs, labels, size=load, filesystem=index.filesystem())
+    if load != size:
+        top = (load - size) // 2
+        x = x[:, :, top:top + size, top:top + size].contiguous()
+    return x, y
+
+
+def _teacher(config: EvalConfig, source: _Source) -> tuple[str, list[int] | None]:
+    spec = config.teacher or (source.observers[0] if source.observers else None)
+    if spec is None:
+        raise ValueError("the RDED protocol needs a teacher: pass --teacher SPEC")
+    if config.teacher is None and source.columns is not None and config.class_map is None:
+        return spec, source.columns[0]
+    observer = load_observer(spec)
+    cmap = observer.class_map_for(source.classes, config.class_map)
+    if list(cmap.classes) != list(source.classes):
+        raise ValueError("the teacher's class map orders the classes differently from the set")
+    return spec, cmap.restricted(observer.num_outputs)
+
+
+def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
+    rded = config.protocol == "rded"
+    lr = config.lr if config.lr is not None else (1e-3 if rded else source.learned_lr or 0.01)
+    return StudentPlan(
+        protocol=config.protocol, student=config.student, num_classes=len(source.classes), input_size=size,
+        epochs=config.epochs or (300 if rded else 1000),
+        batch_size=config.batch_size or (rded_batch_size(source.ipc, len(source.classes)) if rded else 256),
+        lr=lr, weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
+        temperature=config.temperature or (20.0 if config.mix == "cutmix" else 4.0), mix=config.mix,
+        factor=config.factor or source.factor, eval_every=config.eval_every,
+        threads=config.threads_per_trial or max(1, int(config.cpus_per_trial)))
+
+
+def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[torch.Tensor, torch.Tensor],
+           plan: StudentPlan, teacher: tuple[str, list[int] | None] | None) -> None:
+    from ray import tune
+
+    tune_allocator()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = sets[params["set"]]
+    observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and data.soft is None else None
+    result = train_student(plan, params["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft,
+                           report=lambda m: tune.report(m) if "test_acc" in m else None, device=device)
+    # Tune's loggers take scalars only: the lists travel as JSON.
+    tune.report({"epoch": plan.epochs, "final_acc": result["final_acc"], "best_acc": result["best_acc"],
+                 "per_class_acc_json": json.dumps(result["per_class_acc"]), "curve_json": json.dumps(result["curve"])})
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    finals = np.array([r["final_acc"] for r in rows]) * 100
+    best = np.array([r["best_acc"] for r in rows]) * 100
+    return {
+        "seeds": [r["seed"] for r in rows],
+        "final_acc": [round(float(v), 2) for v in finals],
+        "final_acc_mean": round(float(finals.mean()), 2),
+        "final_acc_std": round(float(finals.std()), 2),
+        "best_over_evaluations_mean": round(float(best.mean()), 2),
+        "per_class_acc_mean": [round(float(v) * 100, 2) for v in np.mean([r["per_class_acc"] for r in rows], 0)],
+        "curves": [r["curve"] for r in rows],
+    }
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, summary in report["sets"].items():
+        epochs = [p["epoch"] for p in summary["curves"][0]]
+        accs = np.array([[p["test_acc"] * 100 for p in curve] for curve in summary["curves"]])
+        ax.plot(epochs, accs.mean(0), label=f"{name} ({summary['final_acc_mean']:.1f} ± {summary['final_acc_std']:.1f})")
+        ax.fill_between(epochs, accs.mean(0) - accs.std(0), accs.mean(0) + accs.std(0), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{report['protocol']} protocol, {report['student']} students")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate(config: EvalConfig) -> dict[str, Any]:
+    """Train ``len(seeds)`` fresh students on the set (and on each requested baseline) and test them.
+
+    Examples:
+        >>> from raydd.evaluate import EvalConfig, evaluate
+        >>> report = evaluate(EvalConfig(distilled="runs/rded", val_data="cifar10/test", out="runs/eval",
+        ...                              baseline="random", real_data="cifar10/train"))    # doctest: +SKIP
+        >>> report["sets"]["distilled"]["final_acc_mean"]                                   # doctest: +SKIP
+
+    Returns the report also written to ``out/report.json`` (every setting, per-seed and mean ± std final
+    accuracy, best-over-evaluations labelled as such, per-class accuracy, curves), with ``out/curve.png``.
+    """
+    from ray import tune
+
+    tune_allocator()
+    data, source = _load_set(config)
+    size = config.input_size or int(data.x.shape[-1])
+    if data.x.shape[-1] != size:
+        data = replace(data, x=torch.nn.functional.interpolate(data.x.float(), size=(size, size), mode="bilinear",
+                                                               antialias=True).round().clamp(0, 255).byte())
+    plan = _plan(config, source, size)
+    teacher = _teacher(config, source) if config.protocol == "rded" else None
+    sets = {"distilled": data}
+    if config.baseline != "none":
+        index = list_images(config.real_data)
+        load_class_map(None, index.classes).check(source.classes)
+        ipc = config.ipc or source.ipc
+        seed = config.seeds[0]
+        if config.baseline in ("random", "both"):
+            sets["random"] = _TrainingSet(*random_subset(index, source.classes, ipc, size, seed=seed))
+        if config.baseline in ("random_patches", "both"):
+            sets["random_patches"] = _TrainingSet(*random_patches(index, source.classes, ipc, size, plan.factor,
+                                                                  seed=seed))
+        if data.soft is not None:
+            observer = load_observer(teacher[0]).restrict(teacher[1])
+            for name in sets.keys() - {"distilled"}:
+                sets[name].soft = ensemble_logits([observer], sets[name].x)
+    val = _load_val(config.val_data, source.classes, size, config.protocol)
+    run = RunFolder.open(config.out, config_hash(config, exclude=("address",)), kind="evaluate")
+    write_config_yaml(asdict(config), run.work / "config.yaml")
+
+    init_ray(config.address)
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, sets=sets, val=val, plan=plan, teacher=teacher),
+        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
+        run_config=tune.RunConfig(name="trials", storage_path=str(run.work / "tune"), verbose=1),
+    )
+    results = tuner.fit()
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
+    for result in results:
+        if result.error is not None:
+            raise RuntimeError(f"trial {result.config} failed") from result.error
+        metrics = result.metrics
+        rows[result.config["set"]].append({
+            "seed": result.config["seed"], "final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"],
+            "per_class_acc": json.loads(metrics["per_class_acc_json"]), "curve": json.loads(metrics["curve_json"])})
+    report = {
+        "protocol": config.protocol, "student": config.student, "config": asdict(config), "plan": asdict(plan),
+        "teacher": teacher[0] if teacher else None, "classes": source.classes,
+        "sets": {name: _summary(sorted(r, key=lambda x: x["seed"])) for name, r in rows.items()},
+        "note": "final_acc is the accuracy after the last epoch; best_over_evaluations is the maximum over the "
+                "periodic tests (the reference codes' figure), shown for comparison only; std is over seeds (ddof=0).",
+    }
+    write_json(report, run.work / "report.json")
+    _plot(report, run.work / "curve.png")
+    final = run.finish()
+    for name, summary in report["sets"].items():
+        log.info("%s: %.2f ± %.2f %% (seeds %s)", name, summary["final_acc_mean"], summary["final_acc_std"],
+                 summary["seeds"])
+    report["out"] = str(final)
+    return report

@@ -1,0 +1,144 @@
+"""One student trained on one small set with one seed: the body of every evaluation trial.
+
+It reuses the training core's builders (models, AdamW without decay on biases and norms, accuracy) and runs
+the teacher in the same batch pipeline as the student, in inference mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raydd.evaluate.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
+from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
+from raydd.models.observer import Observer
+from raydd.models.registry import IMAGENET_NORM
+from raydd.train.loop import build_model
+
+__all__ = ["StudentPlan", "train_student"]
+
+
+@dataclass(frozen=True)
+class StudentPlan:
+    """Everything one trial needs besides its data and seed (all resolved by the runner)."""
+
+    protocol: str
+    student: str
+    num_classes: int
+    input_size: int
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    temperature: float
+    mix: str
+    factor: int
+    eval_every: int
+    threads: int | None = None
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_NORM.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_NORM.std, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def _optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimizer:
+    if plan.protocol == "mtt":
+        return torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=0.9, weight_decay=plan.weight_decay)
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": plan.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=plan.lr, betas=(0.9, 0.999))
+
+
+@torch.inference_mode()
+def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device
+          ) -> tuple[float, list[float]]:
+    model.eval()
+    correct = torch.zeros(num_classes)
+    total = torch.bincount(y, minlength=num_classes).float()
+    for s in range(0, len(x), 500):
+        pred = model(_normalize(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
+        hits = pred == y[s:s + 500]
+        correct += torch.bincount(y[s:s + 500][hits], minlength=num_classes).float()
+    per_class = (correct / total.clamp(min=1)).tolist()
+    return float(correct.sum() / total.sum()), per_class
+
+
+@torch.inference_mode()
+def _teacher_logits(teacher: Observer, pixels: torch.Tensor) -> torch.Tensor:
+    if pixels.shape[-1] != teacher.input_size:
+        pixels = F.interpolate(pixels, size=(teacher.input_size,) * 2, mode="bilinear", antialias=True,
+                               align_corners=False)
+    return teacher(pixels).float()
+
+
+def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temperature: float) -> torch.Tensor:
+    """Stored labels under mixing: the λ-weighted mixture of both images' tempered distributions, returned as
+    logits whose tempered softmax is exactly that mixture."""
+    probs = F.softmax(soft / temperature, dim=1)
+    return temperature * torch.log(lam * probs + (1 - lam) * probs[perm] + 1e-12)
+
+
+def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: torch.Tensor,
+                  val_x: torch.Tensor, val_y: torch.Tensor, *, teacher: Observer | None = None,
+                  soft: torch.Tensor | None = None, report: Callable[[dict[str, Any]], None] | None = None,
+                  device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Train a fresh student and test it; returns the final accuracy, per-class accuracy and the curve.
+
+    RDED protocol needs ``teacher`` (online) or ``soft`` (stored logits, one row per image); MTT uses labels.
+    """
+    device = torch.device(device)
+    if plan.threads and device.type == "cpu":
+        torch.set_num_threads(plan.threads)
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0]))
+    model, _ = build_model(plan.student, plan.num_classes, plan.input_size)
+    model = model.to(device)
+    optimizer = _optimizer(model, plan)
+    schedule = rded_lr if plan.protocol == "rded" else mtt_lr
+    if teacher is not None:
+        teacher = teacher.to(device).eval()
+    curve: list[dict[str, float]] = []
+    steps = math.ceil(len(train_x) / plan.batch_size)
+    for epoch in range(plan.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule(epoch, plan.epochs, plan.lr)
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        loss_sum = 0.0
+        for step in range(steps):
+            batch = order[step * plan.batch_size:(step + 1) * plan.batch_size]
+            x = train_x[batch].to(device).float() / 255
+            if plan.protocol == "rded":
+                x = shuffle_strips(x, plan.factor, generator)
+                x = random_resized_crop(x, (1.0 / plan.factor, 1.0), generator)
+                x = hflip(x, generator)
+                x, perm, lam = (cutmix(x, generator)[:3] if plan.mix == "cutmix" else mixup(x, generator))
+                if soft is not None:
+                    target = _mixed_soft_targets(soft[batch].to(device), perm.to(device), lam, plan.temperature)
+                else:
+                    target = _teacher_logits(teacher, x)
+                loss = kd_loss(model(_normalize(x)), target, plan.temperature)
+            else:
+                loss = F.cross_entropy(model(_normalize(dsa(x, generator))), train_y[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach())
+        last = epoch + 1 == plan.epochs
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / steps}
+        if (epoch + 1) % plan.eval_every == 0 or last:
+            metrics["test_acc"], per_class = _test(model, val_x, val_y, plan.num_classes, device)
+            curve.append({"epoch": epoch + 1, "test_acc": metrics["test_acc"]})
+        if report is not None:
+            report(metrics)
+    return {"final_acc": curve[-1]["test_acc"], "best_acc": max(c["test_acc"] for c in curve),
+            "per_class_acc": per_class, "curve": curve}

@@ -1,0 +1,33 @@
+"""A tiny evaluation end to end: two seeds as parallel Ray Tune trials, beside a random baseline."""
+
+import json
+
+import torch
+
+from raydd.evaluate import EvalConfig, evaluate
+from raydd.models import get_entry, get_model
+from raydd.train import save_checkpoint
+from tests.conftest import make_image_folder
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_two_seeds_give_two_results_and_a_mean(tmp_path, ray_session):
+    small = make_image_folder(tmp_path / "small", CLASSES, 2, size=32)
+    real = make_image_folder(tmp_path / "real", CLASSES, 6, size=32, seed=3)
+    val = make_image_folder(tmp_path / "val", CLASSES, 5, size=32, seed=4)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "teacher", model=get_model("convnet3", num_classes=3), model_name="convnet3",
+                    model_args={"num_classes": 3, "input_size": 32}, normalization=get_entry("convnet3").normalization,
+                    input_size=32, classes=CLASSES, epoch=1)
+    report = evaluate(EvalConfig(distilled=str(small), val_data=str(val), out=str(tmp_path / "eval"),
+                                 teacher=f"checkpoint@{tmp_path / 'teacher'}", epochs=3, eval_every=1, seeds=[0, 1],
+                                 baseline="random", real_data=str(real), factor=1))
+    assert set(report["sets"]) == {"distilled", "random"}
+    for summary in report["sets"].values():
+        assert summary["seeds"] == [0, 1] and len(summary["final_acc"]) == 2
+        assert abs(summary["final_acc_mean"] - sum(summary["final_acc"]) / 2) < 0.01
+        assert len(summary["per_class_acc_mean"]) == 3 and len(summary["curves"][0]) == 3
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert saved["plan"]["batch_size"] == 50 and saved["plan"]["temperature"] == 20.0  # IPC 2: RDED's 50
+    assert (tmp_path / "eval" / "curve.png").exists()
