@@ -155,7 +155,8 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     for name, summary in report["sets"].items():
         epochs = [p["epoch"] for p in summary["curves"][0]]
         accs = np.array([[p["test_acc"] * 100 for p in curve] for curve in summary["curves"]])
-        ax.plot(epochs, accs.mean(0), label=f"{name} ({summary['final_acc_mean']:.1f} ± {summary['final_acc_std']:.1f})")
+        label = f"{name} ({summary['final_acc_mean']:.1f} ± {summary['final_acc_std']:.1f})"
+        ax.plot(epochs, accs.mean(0), label=label)
         ax.fill_between(epochs, accs.mean(0) - accs.std(0), accs.mean(0) + accs.std(0), alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel("test top-1 (%)")

@@ -1,0 +1,128 @@
+"""Distil with RDED and evaluate under the RDED protocol beside the random-subset baseline.
+
+    python benchmarks/evaluate_bench.py cifar10 --ipc 1 10 50          # ResNet-20 observer, ConvNet-3 students
+    python benchmarks/evaluate_bench.py imagenette --ipc 10 --student convnet5 --input-size 128 \
+        --soft-labels stored                                             # EfficientNet-Lite0 observer
+
+Scores once (at the largest IPC) and selects the smaller IPCs from the same scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+from _machine import machine, shared_dataset, shared_path
+
+from raydd._runtime import tune_allocator
+from raydd.evaluate import EvalConfig, evaluate
+from raydd.rded import RdedConfig, distill
+
+JOBS = {
+    "cifar10": dict(
+        dataset="cifar10-jpg",
+        val="test",
+        observer="cifar_resnet20@{models}/cifar10-resnet20-akamaster.th",
+        class_map=None,
+        factor=1,
+        input_size=32,
+    ),
+    "imagenette": dict(
+        dataset="imagenette-224sq",
+        val="val",
+        observer="efficientnet_lite0",
+        class_map="imagenet",
+        factor=2,
+        input_size=224,
+    ),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("job", choices=sorted(JOBS))
+    parser.add_argument("--ipc", type=int, nargs="+", default=[10])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--student", default="convnet3")
+    parser.add_argument("--input-size", type=int, default=None, help="student input (default: the set's)")
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--soft-labels", default="online", choices=["online", "stored"])
+    parser.add_argument("--out", default=None, help="keep the sets and reports here")
+    args = parser.parse_args()
+    tune_allocator()
+    job = JOBS[args.job]
+    root = shared_dataset(job["dataset"])
+    out = args.out or tempfile.mkdtemp(prefix="raydd-eval-bench-")
+    observer = job["observer"].format(models=shared_path("models"))
+    results = []
+    scores_from = None
+    for ipc in sorted(args.ipc, reverse=True):
+        started = time.perf_counter()
+        distilled = distill(
+            RdedConfig(
+                data=os.path.join(root, "train"),
+                observers=[observer],
+                class_map=job["class_map"],
+                ipc=ipc,
+                factor=job["factor"],
+                mipc=300,
+                num_crops=5,
+                input_size=job["input_size"],
+                out=os.path.join(out, f"rded-ipc{ipc}"),
+                from_scores=scores_from,
+            )
+        )
+        distill_s = time.perf_counter() - started
+        scores_from = scores_from or str(distilled.path)
+        started = time.perf_counter()
+        report = evaluate(
+            EvalConfig(
+                distilled=str(distilled.path),
+                val_data=os.path.join(root, job["val"]),
+                out=os.path.join(out, f"eval-ipc{ipc}"),
+                student=args.student,
+                input_size=args.input_size,
+                epochs=args.epochs,
+                seeds=args.seeds,
+                soft_labels=args.soft_labels,
+                baseline="random",
+                real_data=os.path.join(root, "train"),
+                class_map=job["class_map"],
+            )
+        )
+        results.append(
+            {
+                "ipc": ipc,
+                "distill_s": round(distill_s, 1),
+                "evaluate_s": round(time.perf_counter() - started, 1),
+                "plan": report["plan"],
+                "teacher": report["teacher"],
+                **{
+                    name: {
+                        k: s[k] for k in ("final_acc", "final_acc_mean", "final_acc_std", "best_over_evaluations_mean")
+                    }
+                    for name, s in report["sets"].items()
+                },
+                "report": os.path.join(report["out"], "report.json"),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": f"evaluate_{args.job}",
+                "student": args.student,
+                "soft_labels": args.soft_labels,
+                "results": results,
+                "machine": machine(),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
