@@ -83,6 +83,8 @@ def main() -> None:
         distilled = distill(config)
     wall = time.perf_counter() - started
     stats = distilled.stats
+    if stats.get("resumed_images"):
+        raise SystemExit(f"{out} resumed an earlier partial run: the timing would be meaningless; remove it first")
     crops = stats["crops_scored"]
     forward_batch = config.batch_size
     threads = max(1, (os.cpu_count() or 1) // config.num_actors)

@@ -51,6 +51,21 @@ def _run_evaluate(args: argparse.Namespace) -> Any:
                                      f"(seeds {s['seeds']})" for name, s in report["sets"].items()}}
 
 
+def _run_experts(args: argparse.Namespace) -> Any:
+    from raydd.trajectories import ExpertsConfig, train_experts
+
+    files = train_experts(config_from_args(ExpertsConfig, args))
+    return {"experts": len(files), "folder": str(files[0].parent) if files else None}
+
+
+def _run_match(args: argparse.Namespace) -> Any:
+    from raydd.matching import MatchConfig, match
+
+    distilled = match(config_from_args(MatchConfig, args))
+    return {"out": str(distilled.path), "images": len(distilled), "learned_lr": distilled.meta.get("learned_lr"),
+            "montage": str(distilled.path / "montage.png")}
+
+
 def _run_export(args: argparse.Namespace) -> Any:
     from raydd.io import DistilledSet
 
@@ -67,8 +82,10 @@ def _run_models(args: argparse.Namespace) -> Any:
 def _commands() -> dict[str, tuple[str, type | None, Callable[[argparse.Namespace], Any]]]:
     from raydd.demo import DemoConfig
     from raydd.evaluate import EvalConfig
+    from raydd.matching import MatchConfig
     from raydd.rded import RdedConfig
     from raydd.train import TrainConfig
+    from raydd.trajectories import ExpertsConfig
 
     return {
         "demo": ("distil the built-in CIFAR-10 sample with RDED (a couple of minutes on a laptop)", DemoConfig,
@@ -76,6 +93,8 @@ def _commands() -> dict[str, tuple[str, type | None, Callable[[argparse.Namespac
         "rded": ("distil an image dataset with RDED on Ray Data", RdedConfig, _run_rded),
         "evaluate": ("train students on a distilled set (and random baselines) and test them, seeds in parallel",
                      EvalConfig, _run_evaluate),
+        "experts": ("train expert trajectories (MTT's buffer) on Ray Train workers", ExpertsConfig, _run_experts),
+        "match": ("distil by trajectory matching: IADD (importance weights) or MTT", MatchConfig, _run_match),
         "export": ("export a distilled set to DD-Ranking's input (ImageFolder + soft_labels.pt)", None,
                    _run_export),
         "train": ("train a classifier (an observer) on an image folder with Ray Train", TrainConfig, _run_train),

@@ -13,17 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raydd.rded.assembly import grid_spans
+
 __all__ = ["cutmix", "dsa", "hflip", "mixup", "random_resized_crop", "shuffle_strips"]
-
-
-def _spans(size: int, factor: int) -> list[tuple[int, int]]:
-    base, extra = divmod(size, factor)
-    out, start = [], 0
-    for i in range(factor):
-        length = base + (1 if i < extra else 0)
-        out.append((start, start + length))
-        start += length
-    return out
 
 
 def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -32,12 +24,12 @@ def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | No
         return x
     out = torch.empty_like(x)
     for i in range(len(x)):
-        cols = _spans(x.shape[-1], factor)
+        cols = grid_spans(x.shape[-1], factor)
         order = torch.randperm(factor, generator=generator).tolist()
-        image = torch.cat([x[i][..., :, a:b] for a, b in (cols[j] for j in order)], dim=-1)
-        rows = _spans(x.shape[-2], factor)
+        image = torch.cat([x[i][..., :, a:a + n] for a, n in (cols[j] for j in order)], dim=-1)
+        rows = grid_spans(x.shape[-2], factor)
         order = torch.randperm(factor, generator=generator).tolist()
-        out[i] = torch.cat([image[..., a:b, :] for a, b in (rows[j] for j in order)], dim=-2)
+        out[i] = torch.cat([image[..., a:a + n, :] for a, n in (rows[j] for j in order)], dim=-2)
     return out
 
 

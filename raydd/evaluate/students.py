@@ -44,9 +44,7 @@ class StudentPlan:
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_NORM.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_NORM.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return IMAGENET_NORM.apply(x)
 
 
 def _optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimizer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 __all__ = ["IMAGENET_NORM", "ModelEntry", "Normalization", "get_entry", "get_model", "list_models",
@@ -17,6 +18,21 @@ class Normalization:
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, 3, 1, 1)
+        return (torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(shape),
+                torch.tensor(self.std, dtype=like.dtype, device=like.device).view(shape))
+
+    def apply(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] pixels ``[N, 3, H, W]`` → model input."""
+        mean, std = self._stats(pixels)
+        return (pixels - mean) / std
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input → [0, 1] pixels (unclamped)."""
+        mean, std = self._stats(x)
+        return x * std + mean
 
 
 IMAGENET_NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

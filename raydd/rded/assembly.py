@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grid_cells", "patch_ranks", "stitch"]
+__all__ = ["grid_cells", "grid_spans", "patch_ranks", "stitch"]
 
 
-def _spans(size: int, factor: int) -> list[tuple[int, int]]:
+def grid_spans(size: int, factor: int) -> list[tuple[int, int]]:
+    """``(start, length)`` of each of the ``factor`` strips along one side, the wider ones first."""
     base, extra = divmod(size, factor)
     spans, start = [], 0
     for i in range(factor):
@@ -24,7 +25,7 @@ def _spans(size: int, factor: int) -> list[tuple[int, int]]:
 
 def grid_cells(size: int, factor: int) -> list[tuple[int, int, int, int]]:
     """Cells ``(top, left, height, width)`` in row-major order."""
-    spans = _spans(size, factor)
+    spans = grid_spans(size, factor)
     return [(top, left, h, w) for top, h in spans for left, w in spans]
 
 

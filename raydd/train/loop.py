@@ -64,10 +64,7 @@ def lr_at(epoch: int, config: TrainConfig) -> float:
 
 
 def _to_input(images: torch.Tensor, norm: Normalization, device: torch.device) -> torch.Tensor:
-    x = images.to(device, non_blocking=True).float().div_(255.0)
-    mean = torch.tensor(norm.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(norm.std, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return norm.apply(images.to(device, non_blocking=True).float().div_(255.0))
 
 
 @torch.inference_mode()

@@ -1,0 +1,45 @@
+"""The configuration of one trajectory-matching distillation (MTT, or IADD with importance weights)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raydd.config import option
+from raydd.matching.weights import GRANULARITIES
+
+__all__ = ["MatchConfig"]
+
+
+@dataclass
+class MatchConfig:
+    data: str = option(help="real training images (synthetic images start as random real ones)")
+    experts: str = option(help="folder of expert files (raydd experts)")
+    out: str = option(help="output folder: a distilled set (never overwritten)")
+    method: str = option("iadd", help="iadd (learned importance weights) or mtt (W = 1)")
+    ipc: int = option(10, help="synthetic images per class")
+    iterations: int = option(5000, help="matching iterations (published: 5000)")
+    syn_steps: int = option(30, help="student SGD steps per iteration (published CIFAR-10 IPC 10: 30)")
+    expert_epochs: int = option(2, help="M: expert epochs the student must match (published: 2)")
+    max_start_epoch: int = option(20, help="start epochs are drawn below this (published IPC 10: 20)")
+    lr_img: float = option(1000.0, help="SGD learning rate of the synthetic images")
+    lr_lr: float = option(1e-5, help="SGD learning rate of the student step size alpha")
+    lr_teacher: float = option(0.01, help="initial student step size alpha")
+    lr_weights: float = option(0.01, help="IADD: SGD learning rate of the importance weights' log-scale rho")
+    momentum: float = option(0.5, help="SGD momentum of images, alpha and weights (published: 0.5)")
+    granularity: str = option("channel", help="IADD weights per tensor, channel or element")
+    batch_syn: int | None = option(None, help="synthetic images per student step (default: all)")
+    dsa: bool = option(True, help="differentiable Siamese augmentation in the student steps")
+    checkpoint_every: int = option(100, help="report a checkpoint every N iterations (and at the end)")
+    seed: int = option(0, help="seed of the initial images and of each worker's expert/start draws")
+    num_workers: int = option(1, help="Ray Train workers; gradients are all-reduced (0: in the driver)")
+    use_gpu: bool = option(False, help="one GPU per worker")
+    name: str = option("match", help="run name under OUT's storage; rerunning resumes")
+
+    def __post_init__(self) -> None:
+        if self.method not in ("iadd", "mtt"):
+            raise ValueError("method must be iadd or mtt")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}")
+        for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")

@@ -1,0 +1,270 @@
+"""MTT / IADD trajectory matching on Ray Train.
+
+Every worker draws its own expert and start epoch, unrolls the student on the synthetic set, and computes the
+gradients of the matching loss in the images, the step size α and (IADD) the weights' log-scale ρ; the
+gradients are averaged across workers with an all-reduce, so every worker applies the same update and the
+copies never drift apart (the reported ``worker_divergence`` checks it). A non-finite loss on any worker
+skips the step on all of them and is counted. α is kept positive by projecting it back above ``1e-8``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from raydd.config import config_hash
+from raydd.evaluate.augment import dsa
+from raydd.matching.config import MatchConfig
+from raydd.matching.loss import matching_loss, unroll_student
+from raydd.matching.weights import ImportanceWeights
+from raydd.models.registry import IMAGENET_NORM, get_model
+from raydd.trajectories.experts import load_expert
+
+__all__ = ["match"]
+
+log = logging.getLogger("raydd.match")
+STATE = "state.pt"
+MIN_LR = 1e-8
+
+
+def _experts(folder: str) -> list[Path]:
+    files = sorted(Path(folder).glob("expert_*.pt"))
+    if not files:
+        raise FileNotFoundError(f"no expert files (expert_*.pt) in {folder}; run `raydd experts` first")
+    return files
+
+
+def _initial_images(config: MatchConfig, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
+    """``ipc`` seeded random real images per class, normalized; their labels, sources and the class names."""
+    from raydd.data import list_images, load_class_map, sample_per_class
+    from raydd.data.memory import load_tensor_images
+
+    index = list_images(config.data)
+    cmap = load_class_map(None, index.classes)
+    drawn = sample_per_class(index, config.ipc, seed=config.seed, min_count=config.ipc)
+    refs = [r for c in cmap.classes for r in drawn[c]]
+    labels = [i for i, c in enumerate(cmap.classes) for _ in drawn[c]]
+    x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+    return IMAGENET_NORM.apply(x.float() / 255), y, refs, list(cmap.classes)
+
+
+def _all_mean(tensors: list[torch.Tensor], world: int) -> None:
+    if world > 1:
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= world
+        start = 0
+        for t in tensors:
+            t.copy_(flat[start:start + t.numel()].view_as(t))
+            start += t.numel()
+
+
+def _match_loop(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    from raydd._runtime import tune_allocator
+
+    tune_allocator()
+    config = MatchConfig(**loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    files = _experts(config.experts)
+    first = load_expert(files[0])
+    names, shapes = first["names"], [tuple(s) for s in first["shapes"]]
+    model = get_model(first["model"], **first["model_args"]).to(device)
+    size = first["model_args"].get("input_size") or 32
+
+    images, labels, _, _ = _initial_images(config, size)
+    syn = torch.nn.Parameter(images.to(device))
+    labels = labels.to(device)
+    lr = torch.nn.Parameter(torch.tensor(config.lr_teacher, device=device))
+    weights = ImportanceWeights(shapes, config.granularity).to(device) if config.method == "iadd" else None
+    opt_img = torch.optim.SGD([syn], lr=config.lr_img, momentum=config.momentum)
+    opt_lr = torch.optim.SGD([lr], lr=config.lr_lr, momentum=config.momentum)
+    opt_w = torch.optim.SGD(weights.parameters(), lr=config.lr_weights, momentum=config.momentum) if weights else None
+    start_it, skipped = 0, 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE, map_location=device, weights_only=False)
+        syn.data.copy_(state["images"])
+        lr.data.fill_(state["lr"])
+        opt_img.load_state_dict(state["opt_img"])
+        opt_lr.load_state_dict(state["opt_lr"])
+        if weights is not None:
+            weights.load_state_dict(state["weights"])
+            opt_w.load_state_dict(state["opt_w"])
+        start_it, skipped = state["iteration"], state["skipped"]
+
+    batch = config.batch_syn or len(syn)
+    params = [syn, lr, *(weights.parameters() if weights else [])]
+    for it in range(start_it, config.iterations):
+        rng = np.random.default_rng([config.seed, rank, it])
+        trajectory = torch.load(files[int(rng.integers(len(files)))], map_location="cpu", mmap=True,
+                                weights_only=False)["trajectory"]
+        t = int(rng.integers(config.max_start_epoch))
+        start = trajectory[t].to(device)
+        target = trajectory[t + config.expert_epochs].to(device)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        end = unroll_student(model, names, shapes, start, syn, labels, lr, steps=config.syn_steps,
+                             batch_size=batch, generator=generator, augment=dsa if config.dsa else None)
+        loss = matching_loss(end, target, start, weights() if weights is not None else None)
+        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+        grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+        finite = torch.tensor([float(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)],
+                              device=device)
+        stats = torch.tensor([float(loss.detach()) if finite.item() else 0.0], device=device)
+        if world > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            dist.all_reduce(stats)
+        if finite.item() == 1.0:
+            _all_mean(grads, world)
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g
+            opt_img.step()
+            opt_lr.step()
+            if opt_w is not None:
+                opt_w.step()
+            with torch.no_grad():
+                lr.clamp_(min=MIN_LR)
+        else:
+            skipped += 1
+        for p in params:
+            p.grad = None
+        last = it + 1 == config.iterations
+        metrics = {"iteration": it + 1, "loss": stats.item() / world, "lr": float(lr), "skipped_steps": skipped}
+        if (it + 1) % config.checkpoint_every == 0 or last:
+            reference = syn.detach().clone()
+            if world > 1:
+                dist.broadcast(reference, src=0)
+            divergence = (syn.detach() - reference).abs().max().reshape(1)
+            if world > 1:
+                dist.all_reduce(divergence, op=dist.ReduceOp.MAX)
+            metrics["worker_divergence"] = float(divergence)
+            with tempfile.TemporaryDirectory() as tmp:
+                if rank == 0:
+                    torch.save({"images": syn.detach().cpu(), "labels": labels.cpu(), "lr": float(lr),
+                                "opt_img": opt_img.state_dict(), "opt_lr": opt_lr.state_dict(),
+                                "weights": weights.state_dict() if weights else None,
+                                "weight_groups": weights.group_weights().detach().cpu() if weights else None,
+                                "weight_summary": weights.summary(names) if weights else None,
+                                "opt_w": opt_w.state_dict() if opt_w else None, "iteration": it + 1,
+                                "skipped": skipped, "input_size": size,
+                                "worker_divergence": metrics["worker_divergence"]}, Path(tmp) / STATE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+            if rank == 0:
+                log.info("iteration %d/%d loss=%.4f lr=%.3g skipped=%d", it + 1, config.iterations,
+                         metrics["loss"], metrics["lr"], skipped)
+        else:
+            ray.train.report(metrics)
+
+
+def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
+    """The synthetic images in raydd's distilled-set format, with α and the weights' summary."""
+    import hashlib
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    from raydd.io.distilled import write_json, write_parquet
+    from raydd.io.montage import write_montage
+
+    _, _, sources, classes = _initial_images(config, state["input_size"])
+    pixels = (IMAGENET_NORM.invert(state["images"]).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    rows: dict[str, list] = {k: [] for k in ("class_index", "class_name", "n", "file", "sha256", "patch_sources")}
+    counts: dict[int, int] = {}
+    for i, (image, label) in enumerate(zip(pixels, state["labels"].tolist(), strict=True)):
+        n = counts.get(label, 0)
+        counts[label] = n + 1
+        rel = f"images/{classes[label]}/{n:05d}.png"
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="PNG")
+        (work / rel).write_bytes(buf.getvalue())
+        rows["class_index"].append(label)
+        rows["class_name"].append(classes[label])
+        rows["n"].append(n)
+        rows["file"].append(rel)
+        rows["sha256"].append(hashlib.sha256(buf.getvalue()).hexdigest())
+        rows["patch_sources"].append([sources[i]])
+    info = {"method": config.method, "classes": classes, "learned_lr": state["lr"], "input_size": state["input_size"],
+            "factor": 1, "ipc": config.ipc, "iterations": state["iteration"], "skipped_steps": state["skipped"],
+            "config_hash": config_hash(config, exclude=("num_workers", "use_gpu"))}
+    manifest = pa.table(rows)
+    write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}), work / "manifest.parquet")
+    write_montage(work, manifest, classes, work / "montage.png")
+    write_json({"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
+                "worker_divergence": state["worker_divergence"], "weights": state["weight_summary"]},
+               work / "stats.json")
+    if state["weight_summary"]:
+        _plot_weights(state["weight_summary"], work / "weights.png")
+
+
+def _plot_weights(summary: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 4))
+    x = np.arange(len(names))
+    means = [summary[n]["mean"] for n in names]
+    low = [summary[n]["mean"] - summary[n]["min"] for n in names]
+    high = [summary[n]["max"] - summary[n]["mean"] for n in names]
+    ax.errorbar(x, means, yerr=[low, high], fmt="o", capsize=3)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("importance weight (mean, min–max)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def match(config: MatchConfig):
+    """Distil ``config.data`` by MTT or IADD trajectory matching against the experts in ``config.experts``.
+
+    Rerunning the same config resumes from the last checkpoint; the result is a distilled set (images,
+    manifest with the learned lr, montage, ``stats.json`` with the weights' summary, ``weights.png``).
+    """
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raydd._runtime import init_ray, runtime_env, tune_allocator
+    from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml
+
+    tune_allocator()
+    files = _experts(config.experts)
+    epochs = load_expert(files[0])["trajectory"].shape[0] - 1
+    if config.max_start_epoch + config.expert_epochs > epochs:
+        raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
+                         f"exceeds the experts' {epochs} epochs")
+    result_hash = config_hash(config, exclude=("num_workers", "use_gpu"))
+    if RunFolder.finished(config.out, result_hash):
+        return DistilledSet(config.out)
+    run = RunFolder.open(config.out, result_hash, kind=config.method)
+    write_config_yaml(asdict(config), run.work / "config.yaml")
+    if config.num_workers > 0:
+        init_ray()
+    result = TorchTrainer(
+        _match_loop,
+        train_loop_config={"config": asdict(config)},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        run_config=RunConfig(name=config.name, storage_path=str(run.work / "ray"), worker_runtime_env=runtime_env()),
+    ).fit()
+    with result.checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
+    _write_set(config, state, run.work)
+    log.info("%s: lr %.4g after %d iterations (%d skipped)", config.method, state["lr"], state["iteration"],
+             state["skipped"])
+    return DistilledSet(run.finish())

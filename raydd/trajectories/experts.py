@@ -1,0 +1,168 @@
+"""Expert trajectories (MTT's "buffer"): networks trained on real data, their parameters saved every epoch.
+
+Each expert is one file, ``expert_NNNN.pt``: ``{"format", "model", "model_args", "names", "shapes",
+"trajectory": float32 [epochs + 1, P] (flattened parameters at init and after every epoch), "seed",
+"config"}``. Ray Train workers each own a share of the experts (expert i goes to worker i mod W); a rerun
+skips the experts whose file exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raydd.config import option
+from raydd.evaluate.augment import dsa
+
+__all__ = ["ExpertsConfig", "flat_params", "load_expert", "param_layout", "train_expert", "train_experts"]
+
+log = logging.getLogger("raydd.experts")
+FORMAT = "raydd.expert.v1"
+
+
+@dataclass
+class ExpertsConfig:
+    data: str = option(help="real training images (ImageFolder or Parquet, local or URI)")
+    out: str = option(help="folder of expert files (a rerun skips finished experts)")
+    model: str = option("convnet3", help="zoo model of the experts")
+    input_size: int | None = option(None, help="image side (default: the model's)")
+    num_experts: int = option(100, help="experts to train (published: 100)")
+    epochs: int = option(50, help="epochs per expert (published: 50)")
+    lr: float = option(0.01, help="SGD learning rate (published: 0.01)")
+    momentum: float = option(0.0, help="SGD momentum (published: 0)")
+    weight_decay: float = option(0.0, help="weight decay (published: 0)")
+    batch_size: int = option(256, help="batch size (published: 256)")
+    dsa: bool = option(True, help="differentiable Siamese augmentation on every batch")
+    max_per_class: int | None = option(None, help="train on at most this many images per class (seeded)")
+    seed: int = option(0, help="expert i starts from seed + i")
+    num_workers: int = option(1, help="Ray Train workers sharing the experts (0: in the driver)")
+    use_gpu: bool = option(False, help="one GPU per worker")
+
+    def __post_init__(self) -> None:
+        for name in ("num_experts", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+def param_layout(model: nn.Module) -> tuple[list[str], list[tuple[int, ...]]]:
+    """Names and shapes of the trainable parameters, in the order trajectories flatten them."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [n for n, _ in named], [tuple(p.shape) for _, p in named]
+
+
+def flat_params(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).cpu()
+
+
+def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: ExpertsConfig, seed: int,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Train one expert with plain SGD; returns its trajectory ``[epochs + 1, P]``."""
+    from raydd.models.registry import IMAGENET_NORM
+    from raydd.train.loop import _to_input
+
+    device = torch.device(device)
+    model = model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xE]).generate_state(1)[0]))
+    snapshots = [flat_params(model)]
+    for _ in range(config.epochs):
+        model.train()
+        order = torch.randperm(len(images), generator=generator)
+        for s in range(0, len(order), config.batch_size):
+            batch = order[s:s + config.batch_size]
+            x = _to_input(images[batch], IMAGENET_NORM, device)
+            if config.dsa:
+                x = dsa(x, generator)
+            loss = F.cross_entropy(model(x), labels[batch].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        snapshots.append(flat_params(model))
+    return torch.stack(snapshots)
+
+
+def save_expert(path: Path, *, trajectory: torch.Tensor, model_name: str, model_args: dict[str, Any],
+                names: list[str], shapes: list[tuple[int, ...]], seed: int, config: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"format": FORMAT, "model": model_name, "model_args": model_args, "names": names,
+                "shapes": shapes, "trajectory": trajectory.to(torch.float32), "seed": seed, "config": config}, tmp)
+    os.replace(tmp, path)
+
+
+def load_expert(path: str | Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a raydd expert file")
+    return state
+
+
+def _expert_loop(loop_config: dict[str, Any]) -> None:
+    import ray.train
+
+    from raydd._runtime import tune_allocator
+    from raydd.data import list_images, load_class_map, sample_per_class
+    from raydd.data.memory import load_tensor_images
+    from raydd.models.registry import get_entry
+    from raydd.train.loop import build_model
+
+    tune_allocator()
+    config = ExpertsConfig(**loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    out = Path(config.out)
+    share = range(rank, config.num_experts, world)
+    mine = [i for i in share if not (out / f"expert_{i:04d}.pt").exists()]
+    done = len(share) - len(mine)
+    if mine:
+        index = list_images(config.data)
+        cmap = load_class_map(None, index.classes)
+        files = sample_per_class(index, config.max_per_class, seed=config.seed) if config.max_per_class else index.files
+        refs = [r for c in cmap.classes for r in files[c]]
+        labels = [cmap.index_of(c) for c in cmap.classes for _ in files[c]]
+        size = config.input_size or get_entry(config.model).input_size
+        images, targets = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    for i in mine:
+        torch.manual_seed(config.seed + i)
+        model, model_args = build_model(config.model, cmap.num_classes, size)
+        names, shapes = param_layout(model)
+        trajectory = train_expert(model, images, targets, config, config.seed + i, device)
+        save_expert(out / f"expert_{i:04d}.pt", trajectory=trajectory, model_name=config.model,
+                    model_args=model_args, names=names, shapes=shapes, seed=config.seed + i, config=asdict(config))
+        done += 1
+        log.info("worker %d: expert %d done (%d epochs)", rank, i, config.epochs)
+        ray.train.report({"expert": i, "experts_done_by_worker": done})
+    if not mine:
+        ray.train.report({"expert": -1, "experts_done_by_worker": done})
+
+
+def train_experts(config: ExpertsConfig) -> list[Path]:
+    """Train the experts that are not on disk yet, shared across Ray Train workers; returns all expert files."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raydd._runtime import init_ray, runtime_env
+    from raydd.data import list_images
+
+    list_images(config.data)
+    out = Path(config.out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config.out = str(out)
+    if config.num_workers > 0:
+        init_ray()
+    TorchTrainer(
+        _expert_loop,
+        train_loop_config={"config": asdict(config)},
+        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
+        run_config=RunConfig(name="experts", storage_path=str(out / ".ray"), worker_runtime_env=runtime_env()),
+    ).fit()
+    return sorted(out.glob("expert_*.pt"))

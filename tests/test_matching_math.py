@@ -1,0 +1,94 @@
+"""Trajectory matching as pure functions: the loss formula, IADD's weights, and IADD with W = 1 being MTT."""
+
+import pytest
+import torch
+
+from raydd.evaluate.augment import dsa
+from raydd.matching.loss import matching_loss, unroll_student
+from raydd.matching.weights import ImportanceWeights
+from raydd.models import get_model
+from raydd.trajectories.experts import ExpertsConfig, load_expert, param_layout, save_expert, train_expert
+
+
+def test_loss_equals_the_formula_on_hand_computed_tensors():
+    start = torch.tensor([0.0, 0.0, 0.0])
+    target = torch.tensor([1.0, 2.0, 2.0])  # ‖start − target‖² = 9
+    student = torch.tensor([1.0, 1.0, 4.0])  # diff (0, −1, 2)
+    assert matching_loss(student, target, start).item() == pytest.approx(5 / 9)
+    w = torch.tensor([3.0, 2.0, 0.5])  # weighted diff (0, −2, 1): numerator 5, denominator unweighted
+    assert matching_loss(student, target, start, w).item() == pytest.approx(5 / 9)
+    w = torch.tensor([1.0, 1.0, 2.0])  # (0, −1, 4) → 17
+    assert matching_loss(student, target, start, w).item() == pytest.approx(17 / 9)
+
+
+@pytest.mark.parametrize("granularity, groups",
+                         [("tensor", 4), ("channel", 8 + 8 + 3 + 3), ("element", 8 * 27 + 8 + 3 * 8 * 4 + 3)])
+def test_weights_start_at_one_stay_positive_and_average_one(granularity, groups):
+    shapes = [(8, 3, 3, 3), (8,), (3, 8, 2, 2), (3,)]
+    weights = ImportanceWeights(shapes, granularity)
+    assert weights.rho.numel() == groups
+    assert torch.equal(weights(), torch.ones(8 * 27 + 8 + 96 + 3))
+    with torch.no_grad():
+        weights.rho.normal_(0, 3)
+    w = weights()
+    assert (w > 0).all() and w.mean().item() == pytest.approx(1.0, rel=1e-5)
+    summary = weights.summary(["a", "b", "c", "d"])
+    assert set(summary) == {"a", "b", "c", "d"}
+    assert summary["a"]["min"] - 1e-6 <= summary["a"]["mean"] <= summary["a"]["max"] + 1e-6
+
+
+def _setup():
+    torch.manual_seed(0)
+    model = get_model("convnet3", num_classes=3, width=8)
+    names, shapes = param_layout(model)
+    start = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    target = start + 0.01 * torch.randn_like(start)
+    images = torch.randn(6, 3, 32, 32, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    lr = torch.tensor(0.01, requires_grad=True)
+    return model, names, shapes, start, target, images, labels, lr
+
+
+def test_iadd_with_unit_weights_is_mtt_in_loss_and_gradients():
+    model, names, shapes, start, target, images, labels, lr = _setup()
+    weights = ImportanceWeights(shapes, "channel")
+
+    def run(w):
+        end = unroll_student(model, names, shapes, start, images, labels, lr, steps=3, batch_size=4,
+                             generator=torch.Generator().manual_seed(1), augment=dsa)
+        loss = matching_loss(end, target, start, w)
+        return (loss, *torch.autograd.grad(loss, [images, lr]))
+
+    mtt = run(None)
+    iadd = run(weights())
+    for a, b in zip(mtt, iadd, strict=True):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert mtt[1].abs().sum() > 0 and mtt[2].abs() > 0
+
+
+def test_weights_learn_from_the_loss():
+    model, names, shapes, start, target, images, labels, lr = _setup()
+    weights = ImportanceWeights(shapes, "tensor")
+    end = unroll_student(model, names, shapes, start, images, labels, lr, steps=2, batch_size=6,
+                         generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad(matching_loss(end, target, start, weights()), [weights.rho])
+    assert grad.abs().sum() > 0 and grad.shape == (len(shapes),)
+
+
+def test_expert_trajectory_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = get_model("convnet3", num_classes=2, width=8)
+    names, shapes = param_layout(model)
+    config = ExpertsConfig(data="unused", out=str(tmp_path), epochs=2, batch_size=4)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    y = torch.tensor([0, 1] * 4)
+    trajectory = train_expert(model, x, y, config, seed=0)
+    assert trajectory.shape == (3, sum(p.numel() for p in model.parameters()))
+    assert not torch.equal(trajectory[0], trajectory[2])
+    save_expert(tmp_path / "expert_0000.pt", trajectory=trajectory, model_name="convnet3",
+                model_args={"num_classes": 2, "width": 8}, names=names, shapes=shapes, seed=0, config={})
+    state = load_expert(tmp_path / "expert_0000.pt")
+    assert torch.equal(state["trajectory"], trajectory) and state["names"] == names
+    with pytest.raises(ValueError, match="not a raydd expert"):
+        torch.save({"x": 1}, tmp_path / "bad.pt")
+        load_expert(tmp_path / "bad.pt")
