@@ -131,18 +131,20 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
         size = config.input_size or get_entry(config.model).input_size
         images, targets = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
-    for i in mine:
-        torch.manual_seed(config.seed + i)
-        model, model_args = build_model(config.model, cmap.num_classes, size)
-        names, shapes = param_layout(model)
-        trajectory = train_expert(model, images, targets, config, config.seed + i, device)
-        save_expert(out / f"expert_{i:04d}.pt", trajectory=trajectory, model_name=config.model,
-                    model_args=model_args, names=names, shapes=shapes, seed=config.seed + i, config=asdict(config))
-        done += 1
-        log.info("worker %d: expert %d done (%d epochs)", rank, i, config.epochs)
-        ray.train.report({"expert": i, "experts_done_by_worker": done})
-    if not mine:
-        ray.train.report({"expert": -1, "experts_done_by_worker": done})
+    # ray.train.report is a barrier across workers: every worker reports once per round, trained or not.
+    for round_start in range(0, config.num_experts, world):
+        i = round_start + rank
+        if i in mine:
+            torch.manual_seed(config.seed + i)
+            model, model_args = build_model(config.model, cmap.num_classes, size)
+            names, shapes = param_layout(model)
+            trajectory = train_expert(model, images, targets, config, config.seed + i, device)
+            save_expert(out / f"expert_{i:04d}.pt", trajectory=trajectory, model_name=config.model,
+                        model_args=model_args, names=names, shapes=shapes, seed=config.seed + i,
+                        config=asdict(config))
+            done += 1
+            log.info("worker %d: expert %d done (%d epochs)", rank, i, config.epochs)
+        ray.train.report({"round": round_start // world, "experts_done_by_worker": done})
 
 
 def train_experts(config: ExpertsConfig) -> list[Path]:
