@@ -1,7 +1,9 @@
 """Why raydd sets ``MALLOC_ARENA_MAX=1``: an observer's forward on the main thread and on a worker thread.
 
-    python benchmarks/allocator_threads.py default     # glibc as it comes (run with no MALLOC_* variables)
-    python benchmarks/allocator_threads.py tuned       # raydd's allocator settings, applied by mallopt
+    env -u MALLOC_MMAP_MAX_ -u MALLOC_TRIM_THRESHOLD_ -u MALLOC_ARENA_MAX python allocator_threads.py
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 MALLOC_ARENA_MAX=1 python allocator_threads.py
+
+The second is what every Ray worker raydd starts gets (its runtime_env sets these variables at process start).
 
 Ray Data calls a UDF from a thread other than the main one; glibc gives such a thread an arena of its own.
 Prints images/s and minor page faults over three batches of 64 (EfficientNet-Lite0, 224 px, fp32,
@@ -11,22 +13,19 @@ channels-last, 2 threads) on each thread.
 from __future__ import annotations
 
 import json
+import os
 import resource
-import sys
 import threading
 import time
 
 import torch
 from _machine import machine
 
-from raydd._runtime import tune_allocator
 from raydd.models import load_observer
 
 
 def main() -> None:
-    mode = sys.argv[1] if len(sys.argv) > 1 else "tuned"
-    if mode == "tuned":
-        tune_allocator()
+    mode = {k: os.environ.get(k) for k in ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX")}
     observer = load_observer("efficientnet_lite0").to(memory_format=torch.channels_last)
     x = torch.randn(64, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     results = {}
@@ -47,7 +46,7 @@ def main() -> None:
     worker = threading.Thread(target=run, args=("worker_thread",))
     worker.start()
     worker.join()
-    print(json.dumps({"benchmark": "allocator_threads", "mode": mode, **results, "machine": machine()}, indent=2))
+    print(json.dumps({"benchmark": "allocator_threads", "env": mode, **results, "machine": machine()}, indent=2))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def tune_allocator() -> bool:
     """Apply the allocator settings to the running process (glibc only); returns whether they apply.
 
     Environment variables only reach processes started later, so the current process (a driver, a Ray
-    worker that was started without them) calls ``mallopt`` directly.
+    worker that was started without them) calls ``mallopt`` directly. The one-arena limit only holds for
+    arenas not yet created: call this before importing torch (raydd's entry points do); Ray workers get the
+    variables at start through ``runtime_env``, which is always in time.
     """
     global _tuned
     if _tuned:
