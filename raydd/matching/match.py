@@ -237,11 +237,9 @@ def match(config: MatchConfig):
     Rerunning the same config resumes from the last checkpoint; the result is a distilled set (images,
     manifest with the learned lr, montage, ``stats.json`` with the weights' summary, ``weights.png``).
     """
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from raydd._runtime import init_ray, runtime_env, tune_allocator
+    from raydd._runtime import tune_allocator
     from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml
+    from raydd.train.trainer import run_torch_trainer
 
     tune_allocator()
     files = _experts(config.experts)
@@ -254,14 +252,8 @@ def match(config: MatchConfig):
         return DistilledSet(config.out)
     run = RunFolder.open(config.out, result_hash, kind=config.method)
     write_config_yaml(asdict(config), run.work / "config.yaml")
-    if config.num_workers > 0:
-        init_ray()
-    result = TorchTrainer(
-        _match_loop,
-        train_loop_config={"config": asdict(config)},
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-        run_config=RunConfig(name=config.name, storage_path=str(run.work / "ray"), worker_runtime_env=runtime_env()),
-    ).fit()
+    result = run_torch_trainer(_match_loop, {"config": asdict(config)}, num_workers=config.num_workers,
+                               use_gpu=config.use_gpu, name=config.name, storage_path=str(run.work / "ray"))
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
     _write_set(config, state, run.work)

@@ -222,20 +222,22 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
     )
     buffer: list[pa.Table] = []
     started, scored = time.perf_counter(), 0
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        buffer.append(_scores_table(batch))
-        scored += len(batch["image_id"])
-        if sum(t.num_rows for t in buffer) >= config.scores_part_images or scored == todo.num_rows:
-            part = pa.concat_tables(buffer)
-            write_parquet(part, parts_dir / f"part-{len(parts):05d}.parquet")
-            parts.append(part)
-            buffer = []
-            rate = scored * config.num_crops / (time.perf_counter() - started)
-            log.info("scored %d/%d images (%.1f crops/s)", scored, todo.num_rows, rate)
-    if buffer:
+
+    def flush() -> None:
         part = pa.concat_tables(buffer)
         write_parquet(part, parts_dir / f"part-{len(parts):05d}.parquet")
         parts.append(part)
+        buffer.clear()
+        rate = scored * config.num_crops / (time.perf_counter() - started)
+        log.info("scored %d/%d images (%.1f crops/s)", scored, todo.num_rows, rate)
+
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        buffer.append(_scores_table(batch))
+        scored += len(batch["image_id"])
+        if sum(t.num_rows for t in buffer) >= config.scores_part_images:
+            flush()
+    if buffer:
+        flush()
     return parts
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from raydd.models.registry import get_entry
 from raydd.train.config import TrainConfig
 from raydd.train.loop import train_loop_per_worker
 
-__all__ = ["TrainResult", "fit"]
+__all__ = ["TrainResult", "fit", "run_torch_trainer"]
 
 log = logging.getLogger("raydd.train")
 
@@ -28,6 +29,25 @@ class TrainResult:
 
 def _storage(path: str) -> str:
     return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, num_workers: int,
+                      use_gpu: bool, name: str, storage_path: str, keep_checkpoints: int | None = None) -> Any:
+    """Run ``loop`` on ``num_workers`` Ray Train workers (0: in this process) whose processes start with the
+    tuned allocator; rerunning with the same ``name`` and ``storage_path`` resumes. Returns Ray's result."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if num_workers > 0:
+        init_ray()
+    return TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=_storage(storage_path),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+                             worker_runtime_env=runtime_env()),
+    ).fit()
 
 
 def _check_inputs(config: TrainConfig) -> None:
@@ -49,24 +69,10 @@ def fit(config: TrainConfig) -> TrainResult:
 
     Rerunning with the same ``name`` and ``storage_path`` resumes from the last checkpoint of that run.
     """
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     _check_inputs(config)
-    if config.num_workers > 0:
-        init_ray()
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": asdict(config)},
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-        run_config=RunConfig(
-            name=config.name,
-            storage_path=_storage(config.storage_path),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            worker_runtime_env=runtime_env(),
-        ),
-    )
-    result = trainer.fit()
+    result = run_torch_trainer(train_loop_per_worker, {"config": asdict(config)}, num_workers=config.num_workers,
+                               use_gpu=config.use_gpu, name=config.name, storage_path=config.storage_path,
+                               keep_checkpoints=2)
     if result.checkpoint is None:
         raise RuntimeError(f"training run {config.name} finished without a checkpoint")
     log.info("final checkpoint: %s", result.checkpoint.path)

@@ -149,22 +149,13 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
 
 def train_experts(config: ExpertsConfig) -> list[Path]:
     """Train the experts that are not on disk yet, shared across Ray Train workers; returns all expert files."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from raydd._runtime import init_ray, runtime_env
     from raydd.data import list_images
+    from raydd.train.trainer import run_torch_trainer
 
     list_images(config.data)
     out = Path(config.out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     config.out = str(out)
-    if config.num_workers > 0:
-        init_ray()
-    TorchTrainer(
-        _expert_loop,
-        train_loop_config={"config": asdict(config)},
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu),
-        run_config=RunConfig(name="experts", storage_path=str(out / ".ray"), worker_runtime_env=runtime_env()),
-    ).fit()
+    run_torch_trainer(_expert_loop, {"config": asdict(config)}, num_workers=config.num_workers,
+                      use_gpu=config.use_gpu, name="experts", storage_path=str(out / ".ray"))
     return sorted(out.glob("expert_*.pt"))
