@@ -1,7 +1,10 @@
-"""Shared fixtures: one local Ray for the session, and tiny image folders generated on the fly."""
+"""Shared fixtures: one local Ray for the session, an S3 server on loopback, tiny image folders made on the fly."""
 
 from __future__ import annotations
 
+import os
+import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,20 @@ from PIL import Image
 from raydd._runtime import tune_allocator
 
 tune_allocator()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Set before Ray starts, so that its workers inherit them: the test S3 endpoint (moto, started by the `s3`
+# fixture), dummy credentials, and a private cache for raydd's mirrors of remote outputs.
+S3_PORT = _free_port()
+os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "testing",
+                   "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                   "AWS_EC2_METADATA_DISABLED": "true", "RAYDD_CACHE": tempfile.mkdtemp(prefix="raydd-test-cache-")})
 
 
 def make_image_folder(root: Path, classes: list[str], per_class: int, *, size: int = 32, seed: int = 0,
@@ -43,3 +60,16 @@ def ray_session() -> Iterator[None]:
     init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[str]:
+    """A real S3-compatible server (moto) on loopback; yields the URI of an empty bucket."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
+    server.start()
+    boto3.client("s3").create_bucket(Bucket="raydd-test")
+    yield "s3://raydd-test"
+    server.stop()

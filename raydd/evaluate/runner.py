@@ -19,7 +19,7 @@ from raydd.data.memory import load_tensor_images
 from raydd.evaluate.baselines import random_patches, random_subset
 from raydd.evaluate.config import EvalConfig, rded_batch_size
 from raydd.evaluate.students import StudentPlan, train_student
-from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_json
+from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
 from raydd.models import get_entry, load_observer
 from raydd.rded.labels import dense_logits, ensemble_logits
 
@@ -49,8 +49,8 @@ class _Source:
 
 def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
     path = Path(config.distilled)
-    if (path / "manifest.parquet").exists():
-        distilled = DistilledSet(path)
+    if is_distilled_set(config.distilled):
+        distilled = DistilledSet(config.distilled)
         x, y = distilled.images()
         meta = distilled.meta
         soft = None
@@ -217,7 +217,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     tuner = tune.Tuner(
         trainable,
         param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
-        run_config=tune.RunConfig(name="trials", storage_path=str(run.work / "tune"), verbose=1),
+        run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1),
     )
     results = tuner.fit()
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}

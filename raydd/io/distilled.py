@@ -10,13 +10,15 @@ A distilled set is a folder::
     montage.png                 classes × images, to look at
 
 Runs build it in a sibling work folder ``.<name>.partial`` and rename it into place at the very end; an
-existing non-empty output is never overwritten.
+existing non-empty output is never overwritten. Outputs on object storage (``s3://…``) are built the same way
+in a local mirror and uploaded with the marker last (``raydd.io.storage``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import posixpath
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,9 @@ import torch
 import yaml
 from PIL import Image
 
-__all__ = ["DistilledSet", "OutputExistsError", "RunFolder", "write_parquet"]
+from raydd.io.storage import download_tree, is_remote, mirror_of, read_text, remote_is_empty, upload_tree
+
+__all__ = ["DistilledSet", "OutputExistsError", "RunFolder", "is_distilled_set", "write_parquet"]
 
 MARKER = "raydd.json"
 
@@ -53,11 +57,24 @@ def write_json(data: Any, path: Path) -> None:
 
 @dataclass
 class RunFolder:
-    """The output of one run: finished at ``final``, built in ``work`` until then."""
+    """The output of one run: finished at ``final``, built in ``work`` until then.
+
+    For a remote ``uri`` both folders are its local mirror, and finishing uploads the result.
+    """
 
     final: Path
     work: Path
     resumed: bool
+    uri: str | None = None
+
+    @property
+    def storage(self) -> str:
+        """Where Ray Train / Tune keep this run's checkpoints: on the output's own storage (every node of a
+        cluster reaches it when the output is shared or remote), so that a rerun resumes."""
+        if self.uri is None:
+            return str(self.work)
+        parent, name = posixpath.split(self.uri)
+        return f"{parent}/.{name}.partial"
 
     @classmethod
     def open(cls, out: str | Path, result_hash: str, kind: str) -> RunFolder:
@@ -67,7 +84,16 @@ class RunFolder:
             OutputExistsError: when ``out`` is non-empty (and not this very run, finished), or a partial run of
                 a different config sits in the work folder.
         """
-        final = Path(out).expanduser().resolve()
+        uri = str(out).rstrip("/") if is_remote(out) else None
+        if uri is not None:
+            if not remote_is_empty(uri):
+                raise OutputExistsError(f"{uri} exists and is not empty; raydd never overwrites it — choose another "
+                                        "--out" + (" (it is already a finished run of this same config)"
+                                                   if _marker(uri).get("config_hash") == result_hash else ""))
+            final = mirror_of(uri)
+            shutil.rmtree(final, ignore_errors=True)  # a stale mirror of an output since deleted: raydd's cache
+        else:
+            final = Path(out).expanduser().resolve()
         work = final.with_name(f".{final.name}.partial")
         if final.exists() and any(final.iterdir()):
             raise OutputExistsError(
@@ -82,25 +108,51 @@ class RunFolder:
             resumed = True
         work.mkdir(parents=True, exist_ok=True)
         write_json({"kind": kind, "config_hash": result_hash, "complete": False}, work / MARKER)
-        return cls(final=final, work=work, resumed=resumed)
+        return cls(final=final, work=work, resumed=resumed, uri=uri)
 
     @staticmethod
     def finished(out: str | Path, result_hash: str) -> bool:
         """Whether ``out`` already is a complete run of this config (rerunning it has nothing to do)."""
-        final = Path(out).expanduser().resolve()
-        try:
-            marker = json.loads((final / MARKER).read_text())
-        except (OSError, ValueError):
-            return False
+        if is_remote(out):
+            marker = _marker(str(out).rstrip("/"))
+        else:
+            try:
+                marker = json.loads((Path(out).expanduser().resolve() / MARKER).read_text())
+            except (OSError, ValueError):
+                return False
         return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
 
-    def finish(self) -> Path:
+    def finish(self) -> str | Path:
+        """Mark the run complete and move it into place (uploading a remote one); returns where it is."""
         marker = json.loads((self.work / MARKER).read_text())
         write_json({**marker, "complete": True}, self.work / MARKER)
         if self.final.exists():
             self.final.rmdir()  # empty: checked when the run opened
         os.replace(self.work, self.final)
-        return self.final
+        if self.uri is None:
+            return self.final
+        upload_tree(self.final, self.uri, last=MARKER)
+        import pyarrow.fs as pafs
+
+        fs, partial = pafs.FileSystem.from_uri(self.storage)
+        if fs.get_file_info(partial).type == pafs.FileType.Directory:
+            fs.delete_dir(partial)  # raydd's own checkpoints of the finished run
+        return self.uri
+
+
+def is_distilled_set(path: str | Path) -> bool:
+    """Whether ``path`` (local or remote) holds a raydd distilled set rather than a plain ImageFolder."""
+    if is_remote(path):
+        uri = str(path).rstrip("/")
+        return bool(_marker(uri).get("complete")) and not remote_is_empty(f"{uri}/manifest.parquet")
+    return (Path(path) / "manifest.parquet").exists()
+
+
+def _marker(uri: str) -> dict[str, Any]:
+    try:
+        return json.loads(read_text(f"{uri}/{MARKER}") or "{}")
+    except ValueError:
+        return {}
 
 
 def _hash_of(folder: Path) -> str | None:
@@ -114,12 +166,28 @@ class DistilledSet:
     """A handle on a finished distilled set (RDED or IADD output)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.uri = str(path).rstrip("/") if is_remote(path) else None
+        self.path = self._local_copy(self.uri) if self.uri else Path(path)
         if not (self.path / "manifest.parquet").exists():
             raise FileNotFoundError(f"{self.path} is not a raydd distilled set (no manifest.parquet)")
         self.manifest = pq.read_table(self.path / "manifest.parquet")
         meta = self.manifest.schema.metadata or {}
         self.meta: dict[str, Any] = json.loads(meta.get(b"raydd", b"{}"))
+
+    @staticmethod
+    def _local_copy(uri: str) -> Path:
+        """The local mirror of a finished remote set, downloaded unless it already holds that very set."""
+        marker = _marker(uri)
+        if not marker.get("complete"):
+            raise FileNotFoundError(f"{uri} is not a finished raydd output (no complete {MARKER})")
+        local = mirror_of(uri)
+        try:
+            current = json.loads((local / MARKER).read_text())
+        except (OSError, ValueError):
+            current = None
+        if current != marker:
+            download_tree(uri, local)
+        return local
 
     @property
     def classes(self) -> list[str]:
@@ -129,7 +197,7 @@ class DistilledSet:
         return self.manifest.num_rows
 
     def __repr__(self) -> str:
-        return f"DistilledSet({str(self.path)!r}, images={len(self)}, classes={len(self.classes)})"
+        return f"DistilledSet({self.uri or str(self.path)!r}, images={len(self)}, classes={len(self.classes)})"
 
     @property
     def stats(self) -> dict[str, Any]:

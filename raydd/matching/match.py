@@ -26,20 +26,13 @@ from raydd.matching.config import MatchConfig
 from raydd.matching.loss import matching_loss, unroll_student
 from raydd.matching.weights import ImportanceWeights
 from raydd.models.registry import IMAGENET_NORM, get_model
-from raydd.trajectories.experts import load_expert
+from raydd.trajectories.experts import expert_files, load_expert
 
 __all__ = ["match"]
 
 log = logging.getLogger("raydd.match")
 STATE = "state.pt"
 MIN_LR = 1e-8
-
-
-def _experts(folder: str) -> list[Path]:
-    files = sorted(Path(folder).glob("expert_*.pt"))
-    if not files:
-        raise FileNotFoundError(f"no expert files (expert_*.pt) in {folder}; run `raydd experts` first")
-    return files
 
 
 def _initial_images(config: MatchConfig, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
@@ -77,7 +70,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
-    files = _experts(config.experts)
+    files = expert_files(config.experts)
     first = load_expert(files[0])
     names, shapes = first["names"], [tuple(s) for s in first["shapes"]]
     model = get_model(first["model"], **first["model_args"]).to(device)
@@ -242,7 +235,7 @@ def match(config: MatchConfig):
     from raydd.train.trainer import run_torch_trainer
 
     tune_allocator()
-    files = _experts(config.experts)
+    files = expert_files(config.experts)
     epochs = load_expert(files[0])["trajectory"].shape[0] - 1
     if config.max_start_epoch + config.expert_epochs > epochs:
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
@@ -253,7 +246,7 @@ def match(config: MatchConfig):
     run = RunFolder.open(config.out, result_hash, kind=config.method)
     write_config_yaml(asdict(config), run.work / "config.yaml")
     result = run_torch_trainer(_match_loop, {"config": asdict(config)}, num_workers=config.num_workers,
-                               use_gpu=config.use_gpu, name=config.name, storage_path=str(run.work / "ray"))
+                               use_gpu=config.use_gpu, name=config.name, storage_path=f"{run.storage}/ray")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
     _write_set(config, state, run.work)

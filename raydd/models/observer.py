@@ -14,7 +14,6 @@ An observer is built from a spec string, the form every CLI flag and config fiel
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -103,7 +102,7 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
             raise ValueError("checkpoint@PATH needs a path")
         from raydd.train.checkpoint import load_model_checkpoint
 
-        return load_model_checkpoint(Path(path), spec=spec).to(device)
+        return load_model_checkpoint(path, spec=spec).to(device)
     entry = get_entry(name)
     if path is None and not entry.pretrained:
         raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")

@@ -30,6 +30,7 @@ from raydd.data import ClassMap, DecodeStats, decode_rgb, list_images, read_imag
 from raydd.data.filesystem import join, resolve
 from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_json, write_parquet
 from raydd.io.montage import write_montage
+from raydd.io.storage import is_remote
 from raydd.models.observer import Observer, load_observer
 from raydd.rded.assembly import grid_cells, patch_ranks, stitch
 from raydd.rded.config import RdedConfig
@@ -391,7 +392,8 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work:
 
 
 def _load_scores(config: RdedConfig) -> pa.Table:
-    source = Path(config.from_scores) / "scores.parquet"
+    folder = DistilledSet(config.from_scores).path if is_remote(config.from_scores) else Path(config.from_scores)
+    source = folder / "scores.parquet"
     if not source.exists():
         raise FileNotFoundError(f"no scores.parquet in {config.from_scores}")
     table = pq.read_table(source)

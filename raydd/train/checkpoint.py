@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from raydd.io.storage import download_file, is_remote, mirror_of
 from raydd.models.observer import Observer
 from raydd.models.registry import Normalization, get_model
 
@@ -51,9 +52,30 @@ def save_checkpoint(folder: Path, *, model: nn.Module, model_name: str, model_ar
     return target
 
 
-def find_checkpoint(path: Path) -> Path:
-    """``model.pt`` for a file, a checkpoint folder, or a run folder (its latest ``checkpoint_*``)."""
-    path = Path(path)
+def _mirror_checkpoints(uri: str) -> Path:
+    """Download the ``model.pt`` files of a remote file, checkpoint or run folder into its local mirror."""
+    import fnmatch
+    import posixpath
+
+    import pyarrow.fs as pafs
+
+    fs, base = pafs.FileSystem.from_uri(uri.rstrip("/"))
+    local = mirror_of(uri.rstrip("/"))
+    if fs.get_file_info(base).type == pafs.FileType.File:
+        download_file(uri, local)
+        return local
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        rel = posixpath.relpath(info.path, base)
+        if info.type == pafs.FileType.File and (rel == CHECKPOINT_FILE
+                                                or fnmatch.fnmatch(rel, f"checkpoint_*/{CHECKPOINT_FILE}")):
+            download_file(f"{uri.rstrip('/')}/{rel}", local / rel)
+    return local
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """``model.pt`` for a file, a checkpoint folder, or a run folder (its latest ``checkpoint_*``), local or
+    remote (``s3://…``: downloaded into the local mirror)."""
+    path = _mirror_checkpoints(str(path)) if is_remote(path) else Path(path)
     if path.is_file():
         return path
     if (path / CHECKPOINT_FILE).is_file():
@@ -69,14 +91,14 @@ def _epoch_of(path: Path) -> tuple[int, str]:
     return int(state.get("epoch", 0)), re.sub(r"\D", "", path.parent.name)
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
     state = torch.load(find_checkpoint(path), map_location="cpu", weights_only=False)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd checkpoint")
     return state
 
 
-def load_model_checkpoint(path: Path, *, spec: str | None = None) -> Observer:
+def load_model_checkpoint(path: str | Path, *, spec: str | None = None) -> Observer:
     """A raydd checkpoint as an observer that knows its normalization, input size and class names."""
     state = read_checkpoint(path)
     model = get_model(state["model"], **state["model_args"])

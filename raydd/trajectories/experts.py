@@ -3,13 +3,16 @@
 Each expert is one file, ``expert_NNNN.pt``: ``{"format", "model", "model_args", "names", "shapes",
 "trajectory": float32 [epochs + 1, P] (flattened parameters at init and after every epoch), "seed",
 "config"}``. Ray Train workers each own a share of the experts (expert i goes to worker i mod W); a rerun
-skips the experts whose file exists.
+skips the experts whose file exists. The folder may be remote (``s3://…``): workers upload each finished file
+and readers download them once into a local mirror.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import posixpath
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +24,10 @@ from torch import nn
 
 from raydd.config import option
 from raydd.evaluate.augment import dsa
+from raydd.io.storage import download_file, is_remote, mirror_of, upload_file
 
-__all__ = ["ExpertsConfig", "flat_params", "load_expert", "param_layout", "train_expert", "train_experts"]
+__all__ = ["ExpertsConfig", "expert_files", "flat_params", "load_expert", "param_layout", "train_expert",
+           "train_experts"]
 
 log = logging.getLogger("raydd.experts")
 FORMAT = "raydd.expert.v1"
@@ -105,6 +110,37 @@ def load_expert(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def _expert_name(i: int) -> str:
+    return f"expert_{i:04d}.pt"
+
+
+def _finished(folder: str) -> set[str]:
+    """Names of the expert files already in ``folder`` (local or remote)."""
+    if not is_remote(folder):
+        return {p.name for p in Path(folder).glob("expert_*.pt")}
+    import pyarrow.fs as pafs
+
+    fs, base = pafs.FileSystem.from_uri(folder)
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    return {posixpath.basename(i.path) for i in infos if fnmatch.fnmatch(posixpath.basename(i.path), "expert_*.pt")}
+
+
+def expert_files(folder: str) -> list[Path]:
+    """The expert files of ``folder`` as local paths; a remote folder's are downloaded into its mirror once."""
+    if not is_remote(folder):
+        files = sorted(Path(folder).expanduser().glob("expert_*.pt"))
+    else:
+        local = mirror_of(folder.rstrip("/"))
+        files = []
+        for name in sorted(_finished(folder)):
+            if not (local / name).exists():
+                download_file(f"{folder.rstrip('/')}/{name}", local / name)
+            files.append(local / name)
+    if not files:
+        raise FileNotFoundError(f"no expert files (expert_*.pt) in {folder}; run `raydd experts` first")
+    return files
+
+
 def _expert_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
@@ -118,9 +154,12 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
     config = ExpertsConfig(**loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    out = Path(config.out)
+    remote = is_remote(config.out)
+    out = mirror_of(config.out) if remote else Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
     share = range(rank, config.num_experts, world)
-    mine = [i for i in share if not (out / f"expert_{i:04d}.pt").exists()]
+    finished = _finished(config.out)
+    mine = [i for i in share if _expert_name(i) not in finished]
     done = len(share) - len(mine)
     if mine:
         index = list_images(config.data)
@@ -139,9 +178,11 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
             model, model_args = build_model(config.model, cmap.num_classes, size)
             names, shapes = param_layout(model)
             trajectory = train_expert(model, images, targets, config, config.seed + i, device)
-            save_expert(out / f"expert_{i:04d}.pt", trajectory=trajectory, model_name=config.model,
+            save_expert(out / _expert_name(i), trajectory=trajectory, model_name=config.model,
                         model_args=model_args, names=names, shapes=shapes, seed=config.seed + i,
                         config=asdict(config))
+            if remote:
+                upload_file(out / _expert_name(i), f"{config.out}/{_expert_name(i)}")
             done += 1
             log.info("worker %d: expert %d done (%d epochs)", rank, i, config.epochs)
         ray.train.report({"round": round_start // world, "experts_done_by_worker": done})
@@ -153,9 +194,12 @@ def train_experts(config: ExpertsConfig) -> list[Path]:
     from raydd.train.trainer import run_torch_trainer
 
     list_images(config.data)
-    out = Path(config.out).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    config.out = str(out)
+    if is_remote(config.out):
+        config.out = config.out.rstrip("/")
+    else:
+        out = Path(config.out).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        config.out = str(out)
     run_torch_trainer(_expert_loop, {"config": asdict(config)}, num_workers=config.num_workers,
-                      use_gpu=config.use_gpu, name="experts", storage_path=str(out / ".ray"))
-    return sorted(out.glob("expert_*.pt"))
+                      use_gpu=config.use_gpu, name="experts", storage_path=f"{config.out}/.ray")
+    return expert_files(config.out)

@@ -1,0 +1,92 @@
+"""Outputs on object storage (s3://, gs://, any pyarrow filesystem) with the guarantees of local ones.
+
+Object stores have no directory rename, so a remote run is built in a local mirror of its URI
+(``$RAYDD_CACHE/remote/<scheme>/<bucket>/<path>``, default ``~/.cache/raydd``) exactly like a local run, then
+uploaded file by file with the marker ``raydd.json`` written last: a reader that finds the marker complete
+finds every file. Reading a remote set downloads it into the same mirror once.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+__all__ = ["download_file", "download_tree", "is_remote", "mirror_of", "read_text", "remote_is_empty", "upload_file",
+           "upload_tree"]
+
+
+def is_remote(path: str | Path) -> bool:
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def mirror_of(uri: str) -> Path:
+    """The local folder that mirrors ``uri`` (the same on every rerun, so that partial runs resume)."""
+    scheme, rest = uri.split("://", 1)
+    cache = Path(os.environ.get("RAYDD_CACHE", "~/.cache/raydd")).expanduser()
+    return cache / "remote" / scheme / rest.strip("/")
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    fs, path = pafs.FileSystem.from_uri(uri)
+    return fs, path.rstrip("/")
+
+
+def read_text(uri: str) -> str | None:
+    """The text of a remote file, or None when there is none."""
+    fs, path = _resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read().decode()
+
+
+def remote_is_empty(uri: str) -> bool:
+    fs, path = _resolve(uri)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return True
+    if info.type == pafs.FileType.File:
+        return False
+    return not fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+
+
+def upload_file(local: Path, uri: str) -> None:
+    fs, path = _resolve(uri)
+    pafs.copy_files(str(local), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+
+
+def download_file(uri: str, local: Path) -> None:
+    """Download through a temporary name: concurrent readers never see half a file."""
+    fs, path = _resolve(uri)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.{os.getpid()}.tmp")
+    pafs.copy_files(path, str(tmp), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    os.replace(tmp, local)
+
+
+def upload_tree(local: Path, uri: str, *, last: str | None = None) -> None:
+    """Copy every file under ``local`` to ``uri``; ``last`` (a relative name) goes after all the others."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    first = [p for p in files if p.relative_to(local).as_posix() != last]
+    for p in first + [p for p in files if p not in first]:
+        upload_file(p, posixpath.join(uri, p.relative_to(local).as_posix()))
+
+
+def download_tree(uri: str, local: Path) -> None:
+    """Copy everything under ``uri`` into ``local`` (built beside it, then renamed into place)."""
+    fs, path = _resolve(uri)
+    tmp = local.with_name(f".{local.name}.download")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
+        if info.type == pafs.FileType.File:
+            dest = tmp / posixpath.relpath(info.path, path)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            pafs.copy_files(info.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    shutil.rmtree(local, ignore_errors=True)
+    os.replace(tmp, local)
