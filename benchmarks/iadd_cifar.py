@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--expert-epochs-total", type=int, default=8)
     parser.add_argument("--per-class", type=int, default=500, help="expert training images per class")
-    parser.add_argument("--iterations", type=int, nargs="+", default=[300, 150], help="per IPC, in --ipc order")
+    parser.add_argument("--iterations", type=int, nargs="+", default=[80, 30], help="per IPC, in --ipc order")
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
@@ -57,7 +57,7 @@ def main() -> None:
             started = time.perf_counter()
             distilled = match(MatchConfig(data=train, experts=os.path.join(args.out, "experts"),
                                           out=os.path.join(args.out, f"{method}-ipc{ipc}"), method=method, ipc=ipc,
-                                          iterations=iterations, checkpoint_every=50, num_workers=args.workers,
+                                          iterations=iterations, checkpoint_every=10, num_workers=args.workers,
                                           **MATCH[ipc]))
             match_s = time.perf_counter() - started
             started = time.perf_counter()

@@ -1,6 +1,7 @@
 """raydd: dataset distillation (RDED, IADD/MTT) at scale on Ray.
 
-The public names load lazily: every Ray worker imports this package, and pulling in Ray Train or torchvision
+``raydd.evaluate`` is the evaluation package (its function: ``from raydd.evaluate import evaluate``). The public
+names load lazily: every Ray worker imports this package, and pulling in Ray Train or torchvision
 where a worker needs neither cost seconds per process on small machines.
 """
 
@@ -16,6 +17,11 @@ _EXPORTS = {
     "list_images": "raydd.data",
     "load_class_map": "raydd.data",
     "DistilledSet": "raydd.io",
+    "EvalConfig": "raydd.evaluate",
+    "ExpertsConfig": "raydd.trajectories",
+    "train_experts": "raydd.trajectories",
+    "MatchConfig": "raydd.matching",
+    "match": "raydd.matching",
     "get_model": "raydd.models",
     "list_models": "raydd.models",
     "load_observer": "raydd.models",

@@ -213,8 +213,8 @@ def _plot_weights(summary: dict[str, dict[str, float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 4))
     x = np.arange(len(names))
     means = [summary[n]["mean"] for n in names]
-    low = [summary[n]["mean"] - summary[n]["min"] for n in names]
-    high = [summary[n]["max"] - summary[n]["mean"] for n in names]
+    low = [max(0.0, summary[n]["mean"] - summary[n]["min"]) for n in names]  # rounding: mean may pass min
+    high = [max(0.0, summary[n]["max"] - summary[n]["mean"]) for n in names]
     ax.errorbar(x, means, yerr=[low, high], fmt="o", capsize=3)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)

@@ -1,0 +1,43 @@
+"""The example scripts' smoke modes, run as a user would call them (on the session's Ray)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from raydd.io import DistilledSet
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cifar10_iadd_example_chains_experts_matching_and_evaluation(tmp_path, ray_session):
+    example = _load("cifar10_iadd")
+    summary = example.main(example.get_parser().parse_args(["--smoke-test", "--out", str(tmp_path)]))
+    assert summary["experts"] == 2 and summary["learned_lr"] > 0
+    assert set(summary) >= {"distilled", "random"}
+    assert len(DistilledSet(tmp_path / "iadd")) == 100  # IPC 10 on the sample's 10 classes
+    assert (tmp_path / "eval" / "report.json").exists()
+
+
+def test_driver_api_example_runs_rded_mtt_and_iadd(tmp_path, ray_session):
+    example = _load("driver_api")
+    results = example.main(example.get_parser().parse_args(["--smoke-test", "--out", str(tmp_path)]))
+    assert set(results) == {"rded", "mtt", "iadd"}
+    for name in results:
+        assert len(DistilledSet(tmp_path / name)) == 10
+        assert (tmp_path / f"eval-{name}" / "curve.png").exists()
+
+
+@pytest.mark.parametrize("name", ["imagenet_rded", "cifar10_iadd", "driver_api"])
+def test_examples_refuse_to_run_without_data(name, capsys):
+    example = _load(name)
+    with pytest.raises(SystemExit):
+        example.get_parser().parse_args(["--help"])
+    assert "--smoke-test" in capsys.readouterr().out
