@@ -1,4 +1,5 @@
-"""Inputs, observers, scores, checkpoints, experts and distilled sets on s3://, against a real S3 server (moto)."""
+"""Inputs, observers, scores, checkpoints, experts, distilled sets and reports on s3://, against a real S3
+server (moto) on loopback."""
 
 import shutil
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 import raydd.io.storage as storage
+from raydd.evaluate import EvalConfig, evaluate
 from raydd.io import DistilledSet, OutputExistsError, RunFolder
 from raydd.io.distilled import is_distilled_set, write_json
 from raydd.matching import MatchConfig, match
@@ -94,6 +96,10 @@ def test_experts_matching_and_training_checkpoints_on_s3(s3, s3_data, ray_sessio
                                   num_workers=1))
     assert distilled.uri == f"{s3}/mtt" and len(distilled) == 3 and distilled.stats["iterations"] == 2
     assert _listing(f"{s3}/.mtt.partial") == set()  # its Ray Train checkpoints were removed once it finished
+
+    report = evaluate(EvalConfig(distilled=f"{s3}/mtt", val_data=data, out=f"{s3}/mtt-eval", protocol="mtt",
+                                 epochs=2, seeds=[0]))
+    assert report["out"] == f"{s3}/mtt-eval" and {"report.json", "curve.png"} <= _listing(f"{s3}/mtt-eval")
 
     result = fit(TrainConfig(data=data, epochs=1, batch_size=12, num_workers=1, storage_path=f"{s3}/runs",
                              name="observer"))
