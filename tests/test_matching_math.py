@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raydd.evaluate.augment import dsa
-from raydd.matching.loss import matching_loss, unroll_student
+from raydd.matching.loss import matching_gradients, matching_loss, unroll_student
 from raydd.matching.weights import ImportanceWeights
 from raydd.models import get_model
 from raydd.trajectories.experts import ExpertsConfig, load_expert, param_layout, save_expert, train_expert
@@ -64,6 +64,29 @@ def test_iadd_with_unit_weights_is_mtt_in_loss_and_gradients():
     for a, b in zip(mtt, iadd, strict=True):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
     assert mtt[1].abs().sum() > 0 and mtt[2].abs() > 0
+
+
+@pytest.mark.parametrize("augment", [None, dsa])
+def test_constant_memory_mode_gives_the_full_graphs_loss_and_gradients(augment):
+    model, names, shapes, start, target, images, labels, lr = _setup()
+    weights = ImportanceWeights(shapes, "channel")
+    with torch.no_grad():
+        weights.rho.normal_(0, 0.3)  # learned, unequal weights: their gradient must match too
+
+    def run(memory):
+        return matching_gradients(model, names, shapes, start, target, images, labels, lr, weights, steps=4,
+                                  batch_size=4, generator=torch.Generator().manual_seed(3), augment=augment,
+                                  memory=memory)
+
+    full_loss, full = run("full")
+    const_loss, const = run("constant")
+    assert torch.allclose(full_loss, const_loss, rtol=1e-6)
+    for a, b in zip(full, const, strict=True):
+        assert a.shape == b.shape and a.abs().sum() > 0
+        assert float((a - b).norm() / a.norm()) < 1e-4  # float32 rounding, nothing more
+    with pytest.raises(ValueError, match="memory"):
+        matching_gradients(model, names, shapes, start, target, images, labels, lr, memory="small", steps=1,
+                           batch_size=4, generator=torch.Generator())
 
 
 def test_weights_learn_from_the_loss():

@@ -20,6 +20,7 @@ from raydd.evaluate.baselines import random_patches, random_subset
 from raydd.evaluate.config import EvalConfig, rded_batch_size
 from raydd.evaluate.students import StudentPlan, train_student
 from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
+from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
 from raydd.rded.labels import dense_logits, ensemble_logits
 
@@ -168,6 +169,11 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _finished_report(out: str) -> dict[str, Any]:
+    text = read_text(f"{out.rstrip('/')}/report.json") if is_remote(out) else (Path(out) / "report.json").read_text()
+    return {**json.loads(text or "{}"), "out": out.rstrip("/") if is_remote(out) else str(Path(out).resolve())}
+
+
 def evaluate(config: EvalConfig) -> dict[str, Any]:
     """Train ``len(seeds)`` fresh students on the set (and on each requested baseline) and test them.
 
@@ -183,6 +189,10 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     from ray import tune
 
     tune_allocator()
+    result_hash = config_hash(config, exclude=("address",))
+    if RunFolder.finished(config.out, result_hash):
+        log.info("%s is already a finished evaluation with this config", config.out)
+        return _finished_report(config.out)
     data, source = _load_set(config)
     size = config.input_size or int(data.x.shape[-1])
     if data.x.shape[-1] != size:
@@ -206,7 +216,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             for name in sets.keys() - {"distilled"}:
                 sets[name].soft = ensemble_logits([observer], sets[name].x)
     val = _load_val(config.val_data, source.classes, size, config.protocol)
-    run = RunFolder.open(config.out, config_hash(config, exclude=("address",)), kind="evaluate")
+    run = RunFolder.open(config.out, result_hash, kind="evaluate")
     write_config_yaml(asdict(config), run.work / "config.yaml")
 
     init_ray(config.address)

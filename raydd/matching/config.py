@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raydd.config import option
+from raydd.matching.loss import MEMORY_MODES
 from raydd.matching.weights import GRANULARITIES
 
 __all__ = ["MatchConfig"]
@@ -29,6 +30,8 @@ class MatchConfig:
     granularity: str = option("channel", help="IADD weights per tensor, channel or element")
     batch_syn: int | None = option(None, help="synthetic images per student step (default: all)")
     dsa: bool = option(True, help="differentiable Siamese augmentation in the student steps")
+    memory: str = option("full", help="full: keep every step's graph (memory grows with syn_steps); constant: "
+                                      "recompute one step at a time (same gradient, memory flat, more time)")
     checkpoint_every: int = option(100, help="report a checkpoint every N iterations (and at the end)")
     seed: int = option(0, help="seed of the initial images and of each worker's expert/start draws")
     num_workers: int = option(1, help="Ray Train workers; gradients are all-reduced (0: in the driver)")
@@ -38,6 +41,8 @@ class MatchConfig:
     def __post_init__(self) -> None:
         if self.method not in ("iadd", "mtt"):
             raise ValueError("method must be iadd or mtt")
+        if self.memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {MEMORY_MODES}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}")
         for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every"):

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from raydd.config import config_hash
 from raydd.evaluate.augment import dsa
 from raydd.matching.config import MatchConfig
-from raydd.matching.loss import matching_loss, unroll_student
+from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights
 from raydd.models.registry import IMAGENET_NORM, get_model
 from raydd.trajectories.experts import expert_files, load_expert
@@ -108,11 +108,9 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
         start = trajectory[t].to(device)
         target = trajectory[t + config.expert_epochs].to(device)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        end = unroll_student(model, names, shapes, start, syn, labels, lr, steps=config.syn_steps,
-                             batch_size=batch, generator=generator, augment=dsa if config.dsa else None)
-        loss = matching_loss(end, target, start, weights() if weights is not None else None)
-        grads = list(torch.autograd.grad(loss, params, allow_unused=True))
-        grads = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+        loss, grads = matching_gradients(model, names, shapes, start, target, syn, labels, lr, weights,
+                                         steps=config.syn_steps, batch_size=batch, generator=generator,
+                                         augment=dsa if config.dsa else None, memory=config.memory)
         finite = torch.tensor([float(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)],
                               device=device)
         stats = torch.tensor([float(loss.detach()) if finite.item() else 0.0], device=device)
@@ -134,7 +132,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
         for p in params:
             p.grad = None
         last = it + 1 == config.iterations
-        metrics = {"iteration": it + 1, "loss": stats.item() / world, "lr": float(lr), "skipped_steps": skipped}
+        metrics = {"iteration": it + 1, "loss": stats.item() / world, "lr": float(lr.detach()),
+                   "skipped_steps": skipped}
         if (it + 1) % config.checkpoint_every == 0 or last:
             reference = syn.detach().clone()
             if world > 1:
@@ -145,7 +144,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             metrics["worker_divergence"] = float(divergence)
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
-                    torch.save({"images": syn.detach().cpu(), "labels": labels.cpu(), "lr": float(lr),
+                    torch.save({"images": syn.detach().cpu(), "labels": labels.cpu(), "lr": float(lr.detach()),
                                 "opt_img": opt_img.state_dict(), "opt_lr": opt_lr.state_dict(),
                                 "weights": weights.state_dict() if weights else None,
                                 "weight_groups": weights.group_weights().detach().cpu() if weights else None,
