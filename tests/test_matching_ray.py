@@ -1,10 +1,19 @@
-"""Experts shared by two Ray Train workers, then IADD matching on two workers that must stay identical."""
+"""Experts shared by two Ray Train workers, IADD matching on two workers that must stay identical, and a
+matching driver killed mid-run whose rerun resumes from the last checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import torch
 
 from raydd.io import DistilledSet
 from raydd.matching import MatchConfig, match
+from raydd.models import get_model
 from raydd.trajectories import ExpertsConfig, load_expert, train_experts
+from raydd.trajectories.experts import flat_params, param_layout, save_expert
 from tests.conftest import make_image_folder
 
 
@@ -32,3 +41,48 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 2]
     assert (distilled.path / "weights.png").exists() and (distilled.path / "montage.png").exists()
     assert not torch.equal(images.float(), torch.zeros_like(images.float()))
+
+
+def _fake_experts(folder, count: int, epochs: int) -> None:
+    """Expert files whose trajectories are seeded random walks: matching needs their shape, not their quality."""
+    torch.manual_seed(0)
+    model = get_model("convnet3", num_classes=3, width=16)
+    names, shapes = param_layout(model)
+    start = flat_params(model)
+    for i in range(count):
+        steps = 0.01 * torch.randn(epochs, start.numel(), generator=torch.Generator().manual_seed(i))
+        trajectory = torch.cat([start[None], start + steps.cumsum(0)])
+        save_expert(folder / f"expert_{i:04d}.pt", trajectory=trajectory, model_name="convnet3",
+                    model_args={"num_classes": 3, "width": 16}, names=names, shapes=shapes, seed=i, config={})
+
+
+def test_matching_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_session):
+    import ray
+
+    data = make_image_folder(tmp_path / "train", ["a", "b", "c"], 4, size=32)
+    (tmp_path / "experts").mkdir()
+    _fake_experts(tmp_path / "experts", count=2, epochs=3)
+    out = tmp_path / "mtt"
+    values = dict(data=str(data), experts=str(tmp_path / "experts"), out=str(out), method="mtt", ipc=2,
+                  iterations=60, syn_steps=8, expert_epochs=1, max_start_epoch=2, checkpoint_every=2, num_workers=1)
+    flags = [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    driver = subprocess.Popen([sys.executable, "-m", "raydd", "match", *flags], env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Ray Train resumes from the checkpoints its controller has registered in this snapshot.
+    registered = tmp_path / ".mtt.partial" / "ray" / "match" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 240
+    try:
+        while not (registered.exists() and "checkpoint_" in registered.read_text()):
+            assert driver.poll() is None, "the driver ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver dies; Ray kills the run's controller and workers
+        driver.wait()
+    assert not out.exists()
+
+    distilled = match(MatchConfig(**values))
+    stats = distilled.stats
+    assert 2 <= stats["resumed_from"] < 60 and stats["resumed_from"] % 2 == 0
+    assert stats["iterations"] == 60 and len(distilled) == 6

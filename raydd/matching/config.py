@@ -8,7 +8,10 @@ from raydd.config import option
 from raydd.matching.loss import MEMORY_MODES
 from raydd.matching.weights import GRANULARITIES
 
-__all__ = ["MatchConfig"]
+__all__ = ["EXECUTION_FIELDS", "MatchConfig"]
+
+# How a run executes, not what it computes: left out of the config hash, so a rerun may change them and resume.
+EXECUTION_FIELDS = ("num_workers", "use_gpu", "memory", "checkpoint_every", "name")
 
 
 @dataclass

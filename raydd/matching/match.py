@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from raydd.config import config_hash
 from raydd.evaluate.augment import dsa
-from raydd.matching.config import MatchConfig
+from raydd.matching.config import EXECUTION_FIELDS, MatchConfig
 from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights
 from raydd.models.registry import IMAGENET_NORM, get_model
@@ -84,7 +84,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     opt_img = torch.optim.SGD([syn], lr=config.lr_img, momentum=config.momentum)
     opt_lr = torch.optim.SGD([lr], lr=config.lr_lr, momentum=config.momentum)
     opt_w = torch.optim.SGD(weights.parameters(), lr=config.lr_weights, momentum=config.momentum) if weights else None
-    start_it, skipped = 0, 0
+    start_it, skipped, resumed_from = 0, 0, 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -97,6 +97,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             weights.load_state_dict(state["weights"])
             opt_w.load_state_dict(state["opt_w"])
         start_it, skipped = state["iteration"], state["skipped"]
+        resumed_from = start_it
+        log.info("resuming at iteration %d", start_it)
 
     batch = config.batch_syn or len(syn)
     params = [syn, lr, *(weights.parameters() if weights else [])]
@@ -150,7 +152,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
                                 "weight_groups": weights.group_weights().detach().cpu() if weights else None,
                                 "weight_summary": weights.summary(names) if weights else None,
                                 "opt_w": opt_w.state_dict() if opt_w else None, "iteration": it + 1,
-                                "skipped": skipped, "input_size": size,
+                                "skipped": skipped, "input_size": size, "resumed_from": resumed_from,
                                 "worker_divergence": metrics["worker_divergence"]}, Path(tmp) / STATE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
             if rank == 0:
@@ -191,12 +193,13 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
         rows["patch_sources"].append([sources[i]])
     info = {"method": config.method, "classes": classes, "learned_lr": state["lr"], "input_size": state["input_size"],
             "factor": 1, "ipc": config.ipc, "iterations": state["iteration"], "skipped_steps": state["skipped"],
-            "config_hash": config_hash(config, exclude=("num_workers", "use_gpu"))}
+            "config_hash": config_hash(config, exclude=EXECUTION_FIELDS)}
     manifest = pa.table(rows)
     write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}), work / "manifest.parquet")
     write_montage(work, manifest, classes, work / "montage.png")
     write_json({"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
-                "worker_divergence": state["worker_divergence"], "weights": state["weight_summary"]},
+                "worker_divergence": state["worker_divergence"], "resumed_from": state.get("resumed_from", 0),
+                "memory": config.memory, "weights": state["weight_summary"]},
                work / "stats.json")
     if state["weight_summary"]:
         _plot_weights(state["weight_summary"], work / "weights.png")
@@ -239,7 +242,7 @@ def match(config: MatchConfig):
     if config.max_start_epoch + config.expert_epochs > epochs:
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
                          f"exceeds the experts' {epochs} epochs")
-    result_hash = config_hash(config, exclude=("num_workers", "use_gpu"))
+    result_hash = config_hash(config, exclude=EXECUTION_FIELDS)
     if RunFolder.finished(config.out, result_hash):
         return DistilledSet(config.out)
     run = RunFolder.open(config.out, result_hash, kind=config.method)
