@@ -5,7 +5,8 @@
 A reduced budget that fits about an hour on 2 CPU cores: experts trained on a class-balanced subset for a few
 epochs, a few hundred matching iterations instead of 5000, no ZCA. Both methods share the experts, the
 initial images (same seed) and every setting except the importance weights; the random baseline is evaluated
-in the same call as MTT's set (same learned lr, same students, same seeds).
+in the same call as MTT's set (same learned lr, same students, same seeds). Rerunning with the same --out
+collects the evaluations already finished there instead of repeating them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from _machine import machine, shared_dataset
 
 from raydd._runtime import tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
+from raydd.io import DistilledSet
 from raydd.matching import MatchConfig, match
 from raydd.trajectories import ExpertsConfig, train_experts
 
@@ -27,6 +29,14 @@ MATCH = {
     1: dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=1000.0, lr_lr=1e-7, lr_teacher=0.01),
     10: dict(syn_steps=30, expert_epochs=2, max_start_epoch=5, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01),
 }
+
+
+def _collect(row: dict, method: str, report: dict, distilled: DistilledSet) -> None:
+    for name, summary in report["sets"].items():
+        key = method if name == "distilled" else name
+        row[key] = {k: summary[k] for k in ("final_acc", "final_acc_mean", "final_acc_std")}
+    row[method]["learned_lr"] = distilled.stats["learned_lr"]
+    row[method]["skipped_steps"] = distilled.stats["skipped_steps"]
 
 
 def main() -> None:
@@ -54,6 +64,12 @@ def main() -> None:
     for ipc, iterations in zip(args.ipc, args.iterations, strict=True):
         row = {"ipc": ipc, "iterations": iterations, **MATCH[ipc]}
         for method in ("mtt", "iadd"):
+            done = os.path.join(args.out, f"eval-{method}-ipc{ipc}", "report.json")
+            if os.path.exists(done):  # finished by an earlier invocation: collect, do not rerun
+                with open(done) as f:
+                    report = json.load(f)
+                _collect(row, method, report, DistilledSet(os.path.join(args.out, f"{method}-ipc{ipc}")))
+                continue
             started = time.perf_counter()
             distilled = match(MatchConfig(data=train, experts=os.path.join(args.out, "experts"),
                                           out=os.path.join(args.out, f"{method}-ipc{ipc}"), method=method, ipc=ipc,
@@ -65,11 +81,7 @@ def main() -> None:
                                          out=os.path.join(args.out, f"eval-{method}-ipc{ipc}"),
                                          epochs=args.eval_epochs, seeds=args.seeds, eval_every=100,
                                          baseline="random" if method == "mtt" else "none", real_data=train))
-            for name, s in report["sets"].items():
-                key = method if name == "distilled" else name
-                row[key] = {k: s[k] for k in ("final_acc", "final_acc_mean", "final_acc_std")}
-            row[method]["learned_lr"] = distilled.stats["learned_lr"]
-            row[method]["skipped_steps"] = distilled.stats["skipped_steps"]
+            _collect(row, method, report, distilled)
             row[method]["match_s"] = round(match_s, 1)
             row[method]["evaluate_s"] = round(time.perf_counter() - started, 1)
         results.append(row)

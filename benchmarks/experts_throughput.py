@@ -1,0 +1,76 @@
+"""Expert-trajectory throughput: a plain serial loop in one process against Ray Train with 1 and 2 workers.
+
+    python benchmarks/experts_throughput.py --experts 4 --epochs 2 --per-class 200
+
+All three train the same experts with the same function (``train_expert``: SGD 0.01, batch 256, DSA) on a
+class-balanced CIFAR-10 subset; the Ray figures include Ray Train's start-up, as a user pays it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+from raydd._runtime import tune_allocator
+
+tune_allocator()
+
+import torch  # noqa: E402
+from _machine import machine, shared_dataset  # noqa: E402
+
+
+def serial(data: str, out: str, args: argparse.Namespace) -> float:
+    from raydd.data import list_images, load_class_map, sample_per_class
+    from raydd.data.memory import load_tensor_images
+    from raydd.train.loop import build_model
+    from raydd.trajectories import ExpertsConfig, train_expert
+
+    config = ExpertsConfig(data=data, out=out, num_experts=args.experts, epochs=args.epochs,
+                           max_per_class=args.per_class)
+    index = list_images(data)
+    cmap = load_class_map(None, index.classes)
+    files = sample_per_class(index, args.per_class, seed=0)
+    refs = [r for c in cmap.classes for r in files[c]]
+    images, labels = load_tensor_images(refs, [cmap.index_of(c) for c in cmap.classes for _ in files[c]], size=32,
+                                        filesystem=index.filesystem())
+    started = time.perf_counter()
+    for i in range(args.experts):
+        torch.manual_seed(i)
+        model, _ = build_model("convnet3", cmap.num_classes, 32)
+        train_expert(model, images, labels, config, seed=i)
+    return time.perf_counter() - started
+
+
+def on_ray(data: str, out: str, workers: int, args: argparse.Namespace) -> float:
+    from raydd.trajectories import ExpertsConfig, train_experts
+
+    started = time.perf_counter()
+    train_experts(ExpertsConfig(data=data, out=out, num_experts=args.experts, epochs=args.epochs,
+                                max_per_class=args.per_class, num_workers=workers))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experts", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--per-class", type=int, default=200)
+    args = parser.parse_args()
+    data = os.path.join(shared_dataset("cifar10-jpg"), "train")
+    work = tempfile.mkdtemp(prefix="raydd-experts-bench-")
+    rows = {"serial_loop": serial(data, os.path.join(work, "serial"), args)}
+    for workers in (1, 2):
+        rows[f"ray_train_{workers}_workers"] = on_ray(data, os.path.join(work, f"ray{workers}"), workers, args)
+    expert_epochs = args.experts * args.epochs
+    print(json.dumps({"benchmark": "experts_throughput", "experts": args.experts, "epochs": args.epochs,
+                      "images": 10 * args.per_class, "torch_threads_serial": torch.get_num_threads(),
+                      "results": {k: {"seconds": round(v, 1), "expert_epochs_per_hour": round(expert_epochs / v * 3600)}
+                                  for k, v in rows.items()},
+                      "machine": machine()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
