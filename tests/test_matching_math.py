@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from raydd.data.zca import Zca
 from raydd.evaluate.augment import dsa
 from raydd.matching.loss import matching_gradients, matching_loss, unroll_student
 from raydd.matching.weights import ImportanceWeights
@@ -115,3 +116,18 @@ def test_expert_trajectory_round_trip(tmp_path):
     with pytest.raises(ValueError, match="not a raydd expert"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
         load_expert(tmp_path / "bad.pt")
+
+
+def test_zca_whitens_correlated_pixels_and_inverts_exactly():
+    torch.manual_seed(0)
+    mixing = torch.randn(48, 48)
+    x = (torch.randn(2000, 48) @ mixing).reshape(2000, 3, 4, 4) + 5.0
+    zca = Zca.fit(x, reg=1e-6)
+    white = zca.apply(x).reshape(2000, -1)
+    cov = white.T @ white / 2000
+    assert torch.allclose(white.mean(0), torch.zeros(48), atol=1e-3)
+    assert torch.allclose(cov, torch.eye(48), atol=0.02)
+    assert torch.allclose(zca.invert(zca.apply(x)), x, atol=1e-3)
+    assert torch.allclose(zca.transform, zca.transform.T)  # ZCA, not PCA: no rotation away from pixel space
+    regularized = Zca.fit(x, reg=0.1).apply(x).reshape(2000, -1)
+    assert float(regularized.var(0).max()) < 1.0  # the regularizer damps rather than amplifies

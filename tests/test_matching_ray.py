@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from raydd.data.zca import Zca
+from raydd.evaluate import EvalConfig, evaluate
 from raydd.io import DistilledSet
 from raydd.matching import MatchConfig, match
 from raydd.models import get_model
@@ -20,7 +22,7 @@ from tests.conftest import make_image_folder
 def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     data = make_image_folder(tmp_path / "train", ["a", "b", "c"], 6, size=32)
     experts = ExpertsConfig(data=str(data), out=str(tmp_path / "experts"), num_experts=3, epochs=3, batch_size=6,
-                            num_workers=2)
+                            num_workers=2, zca=True)
     files = train_experts(experts)
     assert [f.name for f in files] == ["expert_0000.pt", "expert_0001.pt", "expert_0002.pt"]
     first = load_expert(files[0])
@@ -41,6 +43,14 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 2]
     assert (distilled.path / "weights.png").exists() and (distilled.path / "montage.png").exists()
     assert not torch.equal(images.float(), torch.zeros_like(images.float()))
+
+    # ZCA: the experts' transform travels with the set, and the evaluation whitens with it
+    assert (tmp_path / "experts" / "zca.pt").exists() and distilled.meta["zca"] is True
+    shipped, fitted = Zca.load(distilled.path / "zca.pt"), Zca.load(tmp_path / "experts" / "zca.pt")
+    assert torch.equal(shipped.transform, fitted.transform)
+    report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=str(data), out=str(tmp_path / "eval"),
+                                 protocol="mtt", epochs=2, seeds=[0]))
+    assert report["zca"] is True and len(report["sets"]["distilled"]["final_acc"]) == 1
 
 
 def _fake_experts(folder, count: int, epochs: int) -> None:

@@ -16,6 +16,7 @@ from raydd._runtime import init_ray, tune_allocator
 from raydd.config import config_hash
 from raydd.data import list_images, load_class_map
 from raydd.data.memory import load_tensor_images
+from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.baselines import random_patches, random_subset
 from raydd.evaluate.config import EvalConfig, rded_batch_size
 from raydd.evaluate.students import StudentPlan, train_student
@@ -46,6 +47,7 @@ class _Source:
     observers: list[str]
     columns: list[Any] | None
     learned_lr: float | None
+    zca: Zca | None = None
 
 
 def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
@@ -61,7 +63,8 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
         return _TrainingSet(x, y, soft), _Source(
             classes=distilled.classes, factor=int(meta.get("factor", 1)), ipc=int(counts.max()),
             observers=list(meta.get("observers", [])), columns=meta.get("observer_columns"),
-            learned_lr=meta.get("learned_lr"))
+            learned_lr=meta.get("learned_lr"),
+            zca=Zca.load(distilled.path / ZCA_FILE) if (distilled.path / ZCA_FILE).exists() else None)
     if config.soft_labels == "stored":
         raise ValueError(f"{path} is a plain ImageFolder: it has no stored soft labels (use --soft-labels online)")
     index = list_images(path)
@@ -118,14 +121,14 @@ def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
 
 
 def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[torch.Tensor, torch.Tensor],
-           plan: StudentPlan, teacher: tuple[str, list[int] | None] | None) -> None:
+           zca: Zca | None, plan: StudentPlan, teacher: tuple[str, list[int] | None] | None) -> None:
     from ray import tune
 
     tune_allocator()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = sets[params["set"]]
     observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and data.soft is None else None
-    result = train_student(plan, params["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft,
+    result = train_student(plan, params["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft, zca=zca,
                            report=lambda m: tune.report(m) if "test_acc" in m else None, device=device)
     # Tune's loggers take scalars only: the lists travel as JSON.
     tune.report({"epoch": plan.epochs, "final_acc": result["final_acc"], "best_acc": result["best_acc"],
@@ -221,7 +224,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
     init_ray(config.address)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, sets=sets, val=val, plan=plan, teacher=teacher),
+        tune.with_parameters(_trial, sets=sets, val=val, zca=source.zca, plan=plan, teacher=teacher),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
     )
     tuner = tune.Tuner(
@@ -240,7 +243,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             "per_class_acc": json.loads(metrics["per_class_acc_json"]), "curve": json.loads(metrics["curve_json"])})
     report = {
         "protocol": config.protocol, "student": config.student, "config": asdict(config), "plan": asdict(plan),
-        "teacher": teacher[0] if teacher else None, "classes": source.classes,
+        "teacher": teacher[0] if teacher else None, "classes": source.classes, "zca": source.zca is not None,
         "sets": {name: _summary(sorted(r, key=lambda x: x["seed"])) for name, r in rows.items()},
         "note": "final_acc is the accuracy after the last epoch; best_over_evaluations is the maximum over the "
                 "periodic tests (the reference codes' figure), shown for comparison only; std is over seeds (ddof=0).",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raydd.data.zca import Zca
 from raydd.evaluate.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.models.observer import Observer
@@ -57,13 +58,13 @@ def _optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimiz
 
 
 @torch.inference_mode()
-def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device
-          ) -> tuple[float, list[float]]:
+def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device,
+          prepare: Callable[[torch.Tensor], torch.Tensor] = _normalize) -> tuple[float, list[float]]:
     model.eval()
     correct = torch.zeros(num_classes)
     total = torch.bincount(y, minlength=num_classes).float()
     for s in range(0, len(x), 500):
-        pred = model(_normalize(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
+        pred = model(prepare(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
         hits = pred == y[s:s + 500]
         correct += torch.bincount(y[s:s + 500][hits], minlength=num_classes).float()
     per_class = (correct / total.clamp(min=1)).tolist()
@@ -88,11 +89,15 @@ def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temp
 def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: torch.Tensor,
                   val_x: torch.Tensor, val_y: torch.Tensor, *, teacher: Observer | None = None,
                   soft: torch.Tensor | None = None, report: Callable[[dict[str, Any]], None] | None = None,
-                  device: torch.device | str = "cpu") -> dict[str, Any]:
+                  device: torch.device | str = "cpu", zca: Zca | None = None) -> dict[str, Any]:
     """Train a fresh student and test it; returns the final accuracy, per-class accuracy and the curve.
 
     RDED protocol needs ``teacher`` (online) or ``soft`` (stored logits, one row per image); MTT uses labels.
+    ``zca``: a set distilled in ZCA space (MTT's CIFAR setting) trains and tests on whitened inputs.
     """
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        return zca.apply(_normalize(x)) if zca is not None else _normalize(x)
+
     device = torch.device(device)
     if plan.threads and device.type == "cpu":
         torch.set_num_threads(plan.threads)
@@ -124,9 +129,9 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                     target = _mixed_soft_targets(soft[batch].to(device), perm.to(device), lam, plan.temperature)
                 else:
                     target = _teacher_logits(teacher, x)
-                loss = kd_loss(model(_normalize(x)), target, plan.temperature)
+                loss = kd_loss(model(prepare(x)), target, plan.temperature)
             else:
-                loss = F.cross_entropy(model(_normalize(dsa(x, generator))), train_y[batch].to(device))
+                loss = F.cross_entropy(model(prepare(dsa(x, generator))), train_y[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -134,7 +139,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         last = epoch + 1 == plan.epochs
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / steps}
         if (epoch + 1) % plan.eval_every == 0 or last:
-            metrics["test_acc"], per_class = _test(model, val_x, val_y, plan.num_classes, device)
+            metrics["test_acc"], per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare)
             curve.append({"epoch": epoch + 1, "test_acc": metrics["test_acc"]})
         if report is not None:
             report(metrics)

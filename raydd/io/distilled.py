@@ -8,6 +8,7 @@ A distilled set is a folder::
     scores.parquet              every candidate's crop boxes and realism scores ("score once, select many")
     config.yaml                 the resolved config;  stats.json  counts, skipped files, timings
     montage.png                 classes × images, to look at
+    zca.pt                      (trajectory matching with ZCA only) the whitening its evaluation must apply
 
 Runs build it in a sibling work folder ``.<name>.partial`` and rename it into place at the very end; an
 existing non-empty output is never overwritten. Outputs on object storage (``s3://…``) are built the same way

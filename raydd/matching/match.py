@@ -21,12 +21,13 @@ import torch
 import torch.distributed as dist
 
 from raydd.config import config_hash
+from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.augment import dsa
 from raydd.matching.config import EXECUTION_FIELDS, MatchConfig
 from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights
 from raydd.models.registry import IMAGENET_NORM, get_model
-from raydd.trajectories.experts import expert_files, load_expert
+from raydd.trajectories.experts import expert_files, experts_zca, load_expert
 
 __all__ = ["match"]
 
@@ -77,6 +78,9 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     size = first["model_args"].get("input_size") or 32
 
     images, labels, _, _ = _initial_images(config, size)
+    zca = _zca(config, first)
+    if zca is not None:
+        images = zca.apply(images)  # matching happens in the space the experts were trained in
     syn = torch.nn.Parameter(images.to(device))
     labels = labels.to(device)
     lr = torch.nn.Parameter(torch.tensor(config.lr_teacher, device=device))
@@ -162,6 +166,13 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics)
 
 
+def _zca(config: MatchConfig, expert: dict[str, Any]) -> Zca | None:
+    zca = experts_zca(config.experts)
+    if zca is None and expert["config"].get("zca"):
+        raise FileNotFoundError(f"the experts in {config.experts} were trained with ZCA but its {ZCA_FILE} is missing")
+    return zca
+
+
 def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
     """The synthetic images in raydd's distilled-set format, with α and the weights' summary."""
     import hashlib
@@ -174,7 +185,12 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
     from raydd.io.montage import write_montage
 
     _, _, sources, classes = _initial_images(config, state["input_size"])
-    pixels = (IMAGENET_NORM.invert(state["images"]).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    zca = _zca(config, load_expert(expert_files(config.experts)[0]))
+    images = state["images"]
+    if zca is not None:  # stored as viewable pixels; the set carries the transform for its evaluation
+        images = zca.invert(images)
+        zca.save(work / ZCA_FILE)
+    pixels = (IMAGENET_NORM.invert(images).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
     rows: dict[str, list] = {k: [] for k in ("class_index", "class_name", "n", "file", "sha256", "patch_sources")}
     counts: dict[int, int] = {}
     for i, (image, label) in enumerate(zip(pixels, state["labels"].tolist(), strict=True)):
@@ -192,6 +208,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
         rows["sha256"].append(hashlib.sha256(buf.getvalue()).hexdigest())
         rows["patch_sources"].append([sources[i]])
     info = {"method": config.method, "classes": classes, "learned_lr": state["lr"], "input_size": state["input_size"],
+            "zca": zca is not None,
             "factor": 1, "ipc": config.ipc, "iterations": state["iteration"], "skipped_steps": state["skipped"],
             "config_hash": config_hash(config, exclude=EXECUTION_FIELDS)}
     manifest = pa.table(rows)

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydd.config import option
+from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.augment import dsa
-from raydd.io.storage import download_file, is_remote, mirror_of, upload_file
+from raydd.io.storage import download_file, is_remote, mirror_of, remote_is_empty, upload_file
 
-__all__ = ["ExpertsConfig", "expert_files", "flat_params", "load_expert", "param_layout", "train_expert",
+__all__ = ["ExpertsConfig", "expert_files", "experts_zca", "flat_params", "load_expert", "param_layout", "train_expert",
            "train_experts"]
 
 log = logging.getLogger("raydd.experts")
@@ -47,6 +48,9 @@ class ExpertsConfig:
     batch_size: int = option(256, help="batch size (published: 256)")
     dsa: bool = option(True, help="differentiable Siamese augmentation on every batch")
     max_per_class: int | None = option(None, help="train on at most this many images per class (seeded)")
+    zca: bool = option(False, help="ZCA-whiten the images (MTT's CIFAR IPC 1/10 setting); saved as zca.pt beside "
+                                   "the experts, and matching and evaluation apply the same transform")
+    zca_reg: float = option(0.1, help="ZCA regularization added to the covariance eigenvalues (published: 0.1)")
     seed: int = option(0, help="expert i starts from seed + i")
     num_workers: int = option(1, help="Ray Train workers sharing the experts (0: in the driver)")
     use_gpu: bool = option(False, help="one GPU per worker")
@@ -84,7 +88,9 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
         order = torch.randperm(len(images), generator=generator)
         for s in range(0, len(order), config.batch_size):
             batch = order[s:s + config.batch_size]
-            x = _to_input(images[batch], IMAGENET_NORM, device)
+            # float images are ready inputs (normalized, whitened); uint8 ones are normalized here
+            x = images[batch].to(device) if images.is_floating_point() else _to_input(images[batch], IMAGENET_NORM,
+                                                                                       device)
             if config.dsa:
                 x = dsa(x, generator)
             loss = F.cross_entropy(model(x), labels[batch].to(device))
@@ -108,6 +114,35 @@ def load_expert(path: str | Path) -> dict[str, Any]:
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd expert file")
     return state
+
+
+def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int) -> torch.Tensor:
+    """Fit ZCA on this worker's copy of the training images (every worker gets the same transform) and
+    whiten them; rank 0 stores the transform beside the experts."""
+    from raydd.models.registry import IMAGENET_NORM
+
+    x = IMAGENET_NORM.apply(images.float() / 255)
+    zca = Zca.fit(x, config.zca_reg)
+    if rank == 0:
+        remote = is_remote(config.out)
+        folder = mirror_of(config.out) if remote else Path(config.out)
+        zca.save(folder / ZCA_FILE)
+        if remote:
+            upload_file(folder / ZCA_FILE, f"{config.out}/{ZCA_FILE}")
+    return zca.apply(x)
+
+
+def experts_zca(folder: str) -> Zca | None:
+    """The ZCA transform the experts of ``folder`` were trained with, or None (no ZCA)."""
+    if is_remote(folder):
+        local = mirror_of(folder.rstrip("/")) / ZCA_FILE
+        if not local.exists():
+            if remote_is_empty(f"{folder.rstrip('/')}/{ZCA_FILE}"):
+                return None
+            download_file(f"{folder.rstrip('/')}/{ZCA_FILE}", local)
+    else:
+        local = Path(folder).expanduser() / ZCA_FILE
+    return Zca.load(local) if local.exists() else None
 
 
 def _expert_name(i: int) -> str:
@@ -169,6 +204,8 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
         labels = [cmap.index_of(c) for c in cmap.classes for _ in files[c]]
         size = config.input_size or get_entry(config.model).input_size
         images, targets = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+        if config.zca:
+            images = _whiten(images, config, rank)
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     # ray.train.report is a barrier across workers: every worker reports once per round, trained or not.
     for round_start in range(0, config.num_experts, world):
