@@ -32,7 +32,7 @@ import torch
 import yaml
 from PIL import Image
 
-from raydd.io.storage import download_tree, is_remote, mirror_of, read_text, remote_is_empty, upload_tree
+from raydd.io.storage import delete_tree, download_tree, is_remote, mirror_of, read_text, remote_is_empty, upload_tree
 
 __all__ = ["DistilledSet", "OutputExistsError", "RunFolder", "is_distilled_set", "write_parquet"]
 
@@ -133,11 +133,7 @@ class RunFolder:
         if self.uri is None:
             return self.final
         upload_tree(self.final, self.uri, last=MARKER)
-        import pyarrow.fs as pafs
-
-        fs, partial = pafs.FileSystem.from_uri(self.storage)
-        if fs.get_file_info(partial).type == pafs.FileType.Directory:
-            fs.delete_dir(partial)  # raydd's own checkpoints of the finished run
+        delete_tree(self.storage)  # raydd's own checkpoints of the finished run
         return self.uri
 
 

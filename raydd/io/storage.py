@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-__all__ = ["download_file", "download_tree", "is_remote", "mirror_of", "read_text", "remote_is_empty", "upload_file",
-           "upload_tree"]
+__all__ = ["delete_tree", "download_file", "download_tree", "is_remote", "mirror_of", "read_text", "remote_is_empty",
+           "upload_file", "upload_tree"]
 
 
 def is_remote(path: str | Path) -> bool:
@@ -71,10 +71,9 @@ def download_file(uri: str, local: Path) -> None:
 
 def upload_tree(local: Path, uri: str, *, last: str | None = None) -> None:
     """Copy every file under ``local`` to ``uri``; ``last`` (a relative name) goes after all the others."""
-    files = sorted(p for p in local.rglob("*") if p.is_file())
-    first = [p for p in files if p.relative_to(local).as_posix() != last]
-    for p in first + [p for p in files if p not in first]:
-        upload_file(p, posixpath.join(uri, p.relative_to(local).as_posix()))
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    for rel in sorted(files, key=lambda rel: rel == last):  # stable: `last` moves to the end, nothing else
+        upload_file(local / rel, posixpath.join(uri, rel))
 
 
 def download_tree(uri: str, local: Path) -> None:
@@ -90,3 +89,10 @@ def download_tree(uri: str, local: Path) -> None:
             pafs.copy_files(info.path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     shutil.rmtree(local, ignore_errors=True)
     os.replace(tmp, local)
+
+
+def delete_tree(uri: str) -> None:
+    """Remove a remote folder (raydd's own partial work) if it exists."""
+    fs, path = _resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        fs.delete_dir(path)
