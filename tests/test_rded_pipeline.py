@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
@@ -148,6 +149,23 @@ def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatc
     exported = again.export_ddranking(root / "ddr")
     assert torch.load(exported / "soft_labels.pt").shape == (3, 3)
     assert sorted(p.name for p in exported.iterdir()) == ["ant", "bee", "classes.txt", "cow", "soft_labels.pt"]
+
+
+def test_bf16_scores_refined_in_fp32_select_what_fp32_selects(setup, ray_session):
+    fp32 = distill(_config(setup, "fp32", precision="fp32", mipc=12))
+    bf16 = distill(_config(setup, "bf16", precision="bf16", mipc=12, refine_margin=2))
+    assert bf16.stats["refined_images"] == 3 * (8 + 2) and "refined_images" not in fp32.stats
+
+    def patches(distilled):
+        return [(r["patch_sources"], [tuple(b) for b in r["patch_boxes"]]) for r in distilled.manifest.to_pylist()]
+
+    assert patches(bf16) == patches(fp32)
+    exact = pq.read_table(fp32.path / "scores.parquet").to_pydict()
+    mixed = pq.read_table(bf16.path / "scores.parquet").to_pydict()
+    assert exact["image_id"] == mixed["image_id"]
+    rows = list(zip(mixed["refined"], mixed["crop_scores"], exact["crop_scores"], strict=True))
+    assert all(ours == theirs for refined, ours, theirs in rows if refined)  # fp32, bit for bit
+    assert any(ours != theirs for refined, ours, theirs in rows if not refined)  # outside the window: bf16
 
 
 def test_errors_before_any_work(setup, tmp_path):

@@ -34,6 +34,9 @@ class RdedConfig:
     precision: str = option("auto", help="scoring precision: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
     channels_last: bool = option(True, help="channels-last memory format for the observers")
     jpeg_draft: bool = option(True, help="decode JPEGs at reduced size when crops are much smaller")
+    refine_margin: int | None = option(None, help="with bf16/fp16 scoring: rescore in fp32 every crop of each "
+                                                  "class's best ipc·factor² + margin images, so that the selection "
+                                                  "is fp32's (default: ipc·factor²/4 + 2; 0: off)")
     soft_label_topk: int = option(10, help="logits kept per soft label (fp16 top-k)")
     image_format: str = option("png", help="png (lossless) or jpeg")
     num_actors: int = option(1, help="scoring actors (observer replicas)")
@@ -50,6 +53,8 @@ class RdedConfig:
             self.observers = [self.observers]
         if not self.observers:
             raise ValueError("at least one observer is needed: --observers SPEC")
+        if self.refine_margin is not None and self.refine_margin < 0:
+            raise ValueError("refine_margin must be 0 or more")
         for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "block_images",
                      "soft_label_topk", "scores_part_images"):
             if getattr(self, name) < 1:
@@ -69,9 +74,18 @@ class RdedConfig:
         """Patches selected per class."""
         return self.ipc * self.factor**2
 
+    @property
+    def refine_count(self) -> int:
+        """Images per class beyond ``per_class`` whose crops are rescored in fp32 (0 when scoring is fp32)."""
+        reduced = self.precision in ("bf16", "fp16") or (self.precision == "auto" and self.num_gpus_per_actor > 0)
+        if not reduced:
+            return 0
+        return self.per_class // 4 + 2 if self.refine_margin is None else self.refine_margin
+
     def result_hash(self) -> str:
         return config_hash(self, exclude=EXECUTION_FIELDS)
 
     def scoring_hash(self) -> str:
         """What the scores depend on: a later run with another ipc can reuse them."""
-        return config_hash(self, exclude=(*EXECUTION_FIELDS, "ipc", "soft_label_topk", "image_format"))
+        return config_hash(self, exclude=(*EXECUTION_FIELDS, "ipc", "soft_label_topk", "image_format",
+                                          "refine_margin"))
