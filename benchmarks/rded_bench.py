@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--keep", default=None, help="keep the distilled set here (default: a temporary folder)")
     parser.add_argument("--compare-to", default=None, help="another run's output: report the selection overlap")
     parser.add_argument("--raw-seconds", type=float, default=20.0)
+    parser.add_argument("--refine-margin", type=int, default=None, help="bf16: fp32 window (default: raydd's; 0: off)")
     args = parser.parse_args()
     tune_allocator()
 
@@ -77,7 +78,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="raydd-bench-")
     out = args.keep or os.path.join(tmp, "out")
     config = RdedConfig(data=data, out=out, precision=args.precision, num_actors=args.num_actors,
-                        batch_size=args.batch_size, **job)
+                        batch_size=args.batch_size, refine_margin=args.refine_margin, **job)
     started = time.perf_counter()
     with RssSampler() as rss:
         distilled = distill(config)
@@ -90,7 +91,12 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // config.num_actors)
     raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=args.precision,
                          channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
-    bound = crops / raw
+    # bf16 runs rescore each class's cut-off window in fp32 (refine_margin): those crops count at fp32's rate.
+    refined_crops = stats.get("refined_images", 0) * config.num_crops
+    raw_fp32 = raw if not refined_crops else raw_throughput(
+        config.observers[0], batch=forward_batch, size=config.input_size, precision="fp32",
+        channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
+    bound = crops / raw + refined_crops / raw_fp32
     result = {
         "benchmark": f"rded_{args.job}",
         "config": {"precision": args.precision, "num_actors": args.num_actors, "forward_batch": forward_batch,
@@ -102,6 +108,8 @@ def main() -> None:
         "crops": crops,
         "crops_per_s_wall": round(crops / wall, 1),
         "raw_forward_img_per_s": round(raw, 1),
+        "refined_crops_fp32": refined_crops,
+        "raw_forward_fp32_img_per_s": round(raw_fp32, 1),
         "compute_bound_s": round(bound, 1),
         "wall_over_bound": round(wall / bound, 2),
         **rss.report(),
