@@ -13,6 +13,7 @@ import fnmatch
 import logging
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,10 @@ def flat_params(model: nn.Module) -> torch.Tensor:
 
 
 def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: ExpertsConfig, seed: int,
-                 device: torch.device | str = "cpu") -> torch.Tensor:
-    """Train one expert with plain SGD; returns its trajectory ``[epochs + 1, P]``."""
+                 device: torch.device | str = "cpu", on_epoch: Callable[[int, float], None] | None = None
+                 ) -> torch.Tensor:
+    """Train one expert with plain SGD; returns its trajectory ``[epochs + 1, P]``. ``on_epoch(epoch, mean
+    loss)`` is told after every epoch (progress)."""
     from raydd.models.registry import IMAGENET_NORM
     from raydd.train.loop import _to_input
 
@@ -85,6 +88,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
     snapshots = [flat_params(model)]
     for _ in range(config.epochs):
         model.train()
+        total, batches = 0.0, 0
         order = torch.randperm(len(images), generator=generator)
         for s in range(0, len(order), config.batch_size):
             batch = order[s:s + config.batch_size]
@@ -97,7 +101,10 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            total, batches = total + float(loss.detach()), batches + 1
         snapshots.append(flat_params(model))
+        if on_epoch is not None:
+            on_epoch(len(snapshots) - 1, total / max(1, batches))
     return torch.stack(snapshots)
 
 
@@ -214,7 +221,11 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
             torch.manual_seed(config.seed + i)
             model, model_args = build_model(config.model, cmap.num_classes, size)
             names, shapes = param_layout(model)
-            trajectory = train_expert(model, images, targets, config, config.seed + i, device)
+            def progress(epoch: int, loss: float, i: int = i, done: int = done) -> None:
+                log.info("worker %d: expert %d epoch %d/%d loss %.3f (this worker: %d of %d experts done)", rank, i,
+                         epoch, config.epochs, loss, done, len(share))
+
+            trajectory = train_expert(model, images, targets, config, config.seed + i, device, on_epoch=progress)
             save_expert(out / _expert_name(i), trajectory=trajectory, model_name=config.model,
                         model_args=model_args, names=names, shapes=shapes, seed=config.seed + i,
                         config=asdict(config))
