@@ -42,6 +42,7 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     images, labels = distilled.images()
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 2]
     assert (distilled.path / "weights.png").exists() and (distilled.path / "montage.png").exists()
+    assert not (distilled.path / "ray").exists()  # Ray Train's checkpoints do not outlive the run
     assert not torch.equal(images.float(), torch.zeros_like(images.float()))
 
     # ZCA: the experts' transform travels with the set, and the evaluation whitens with it

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -269,6 +270,8 @@ def match(config: MatchConfig):
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
     _write_set(config, state, run.work)
+    if run.uri is None:  # the set is all a user needs; its Ray Train checkpoints were raydd's own
+        shutil.rmtree(run.work / "ray", ignore_errors=True)
     log.info("%s: lr %.4g after %d iterations (%d skipped)", config.method, state["lr"], state["iteration"],
              state["skipped"])
     return DistilledSet(run.finish())
