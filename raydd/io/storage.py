@@ -8,6 +8,7 @@ finds every file. Reading a remote set downloads it into the same mirror once.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import posixpath
 import shutil
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-__all__ = ["delete_tree", "download_file", "download_tree", "is_remote", "mirror_of", "read_text", "remote_is_empty",
-           "upload_file", "upload_tree"]
+__all__ = ["delete_tree", "download_file", "download_tree", "fetch", "is_remote", "list_files", "mirror_of",
+           "read_text", "remote_is_empty", "upload_file", "upload_tree"]
 
 
 def is_remote(path: str | Path) -> bool:
@@ -53,6 +54,24 @@ def remote_is_empty(uri: str) -> bool:
     if info.type == pafs.FileType.File:
         return False
     return not fs.get_file_info(pafs.FileSelector(path, recursive=False, allow_not_found=True))
+
+
+def list_files(uri: str, pattern: str = "*", *, recursive: bool = False) -> list[str]:
+    """Sorted paths, relative to ``uri``, of the files under it that match ``pattern`` (none if it is absent)."""
+    fs, path = _resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive))
+    names = (posixpath.relpath(i.path, path) for i in infos if i.type == pafs.FileType.File)
+    return sorted(n for n in names if fnmatch.fnmatch(n, pattern))
+
+
+def fetch(uri: str) -> Path:
+    """The local mirror copy of a remote file, downloaded the first time it is asked for."""
+    local = mirror_of(uri)
+    if not local.exists():
+        download_file(uri, local)
+    return local
 
 
 def upload_file(local: Path, uri: str) -> None:

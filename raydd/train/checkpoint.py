@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raydd.io.storage import download_file, is_remote, mirror_of
+from raydd.io.storage import download_file, is_remote, list_files, mirror_of, remote_is_empty
 from raydd.models.observer import Observer
 from raydd.models.registry import Normalization, get_model
 
@@ -55,20 +55,16 @@ def save_checkpoint(folder: Path, *, model: nn.Module, model_name: str, model_ar
 def _mirror_checkpoints(uri: str) -> Path:
     """Download the ``model.pt`` files of a remote file, checkpoint or run folder into its local mirror."""
     import fnmatch
-    import posixpath
 
-    import pyarrow.fs as pafs
-
-    fs, base = pafs.FileSystem.from_uri(uri.rstrip("/"))
-    local = mirror_of(uri.rstrip("/"))
-    if fs.get_file_info(base).type == pafs.FileType.File:
+    uri = uri.rstrip("/")
+    local = mirror_of(uri)
+    files = list_files(uri, recursive=True)
+    if not files and not remote_is_empty(uri):  # the URI names a file
         download_file(uri, local)
         return local
-    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-        rel = posixpath.relpath(info.path, base)
-        if info.type == pafs.FileType.File and (rel == CHECKPOINT_FILE
-                                                or fnmatch.fnmatch(rel, f"checkpoint_*/{CHECKPOINT_FILE}")):
-            download_file(f"{uri.rstrip('/')}/{rel}", local / rel)
+    for rel in files:
+        if rel == CHECKPOINT_FILE or fnmatch.fnmatch(rel, f"checkpoint_*/{CHECKPOINT_FILE}"):
+            download_file(f"{uri}/{rel}", local / rel)
     return local
 
 

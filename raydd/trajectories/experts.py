@@ -9,10 +9,8 @@ and readers download them once into a local mirror.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
-import posixpath
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ from torch import nn
 from raydd.config import option
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.augment import dsa
-from raydd.io.storage import download_file, is_remote, mirror_of, remote_is_empty, upload_file
+from raydd.io.storage import fetch, is_remote, list_files, mirror_of, upload_file
 
 __all__ = ["ExpertsConfig", "expert_files", "experts_zca", "flat_params", "load_expert", "param_layout", "train_expert",
            "train_experts"]
@@ -142,13 +140,9 @@ def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int) -> torch.Ten
 def experts_zca(folder: str) -> Zca | None:
     """The ZCA transform the experts of ``folder`` were trained with, or None (no ZCA)."""
     if is_remote(folder):
-        local = mirror_of(folder.rstrip("/")) / ZCA_FILE
-        if not local.exists():
-            if remote_is_empty(f"{folder.rstrip('/')}/{ZCA_FILE}"):
-                return None
-            download_file(f"{folder.rstrip('/')}/{ZCA_FILE}", local)
-    else:
-        local = Path(folder).expanduser() / ZCA_FILE
+        uri = folder.rstrip("/")
+        return Zca.load(fetch(f"{uri}/{ZCA_FILE}")) if list_files(uri, ZCA_FILE) else None
+    local = Path(folder).expanduser() / ZCA_FILE
     return Zca.load(local) if local.exists() else None
 
 
@@ -158,26 +152,17 @@ def _expert_name(i: int) -> str:
 
 def _finished(folder: str) -> set[str]:
     """Names of the expert files already in ``folder`` (local or remote)."""
-    if not is_remote(folder):
-        return {p.name for p in Path(folder).glob("expert_*.pt")}
-    import pyarrow.fs as pafs
-
-    fs, base = pafs.FileSystem.from_uri(folder)
-    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    return {posixpath.basename(i.path) for i in infos if fnmatch.fnmatch(posixpath.basename(i.path), "expert_*.pt")}
+    if is_remote(folder):
+        return set(list_files(folder, "expert_*.pt"))
+    return {p.name for p in Path(folder).glob("expert_*.pt")}
 
 
 def expert_files(folder: str) -> list[Path]:
     """The expert files of ``folder`` as local paths; a remote folder's are downloaded into its mirror once."""
-    if not is_remote(folder):
-        files = sorted(Path(folder).expanduser().glob("expert_*.pt"))
+    if is_remote(folder):
+        files = [fetch(f"{folder.rstrip('/')}/{name}") for name in sorted(_finished(folder))]
     else:
-        local = mirror_of(folder.rstrip("/"))
-        files = []
-        for name in sorted(_finished(folder)):
-            if not (local / name).exists():
-                download_file(f"{folder.rstrip('/')}/{name}", local / name)
-            files.append(local / name)
+        files = sorted(Path(folder).expanduser().glob("expert_*.pt"))
     if not files:
         raise FileNotFoundError(f"no expert files (expert_*.pt) in {folder}; run `raydd experts` first")
     return files
