@@ -99,11 +99,12 @@ class RunFolder:
         if final.exists() and any(final.iterdir()):
             raise OutputExistsError(
                 f"{final} exists and is not empty; raydd never overwrites it — choose another --out"
-                + (" (it is already a finished run of this same config)" if _hash_of(final) == result_hash else "")
+                + (" (it is already a finished run of this same config)"
+                   if _marker(final).get("config_hash") == result_hash else "")
             )
         resumed = False
         if work.exists():
-            if _hash_of(work) != result_hash:
+            if _marker(work).get("config_hash") != result_hash:
                 raise OutputExistsError(f"{work} holds a partial run of a different config; remove it or choose "
                                         "another --out")
             resumed = True
@@ -114,18 +115,12 @@ class RunFolder:
     @staticmethod
     def finished(out: str | Path, result_hash: str) -> bool:
         """Whether ``out`` already is a complete run of this config (rerunning it has nothing to do)."""
-        if is_remote(out):
-            marker = _marker(str(out).rstrip("/"))
-        else:
-            try:
-                marker = json.loads((Path(out).expanduser().resolve() / MARKER).read_text())
-            except (OSError, ValueError):
-                return False
+        marker = _marker(out if is_remote(out) else Path(out).expanduser().resolve())
         return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
 
     def finish(self) -> str | Path:
         """Mark the run complete and move it into place (uploading a remote one); returns where it is."""
-        marker = json.loads((self.work / MARKER).read_text())
+        marker = _marker(self.work)
         write_json({**marker, "complete": True}, self.work / MARKER)
         if self.final.exists():
             self.final.rmdir()  # empty: checked when the run opened
@@ -145,18 +140,19 @@ def is_distilled_set(path: str | Path) -> bool:
     return (Path(path) / "manifest.parquet").exists()
 
 
-def _marker(uri: str) -> dict[str, Any]:
+def _marker(location: str | Path) -> dict[str, Any]:
+    """The run marker of a local folder or a remote URI; empty when there is none (or it is unreadable)."""
+    if is_remote(location):
+        text = read_text(f"{str(location).rstrip('/')}/{MARKER}")
+    else:
+        try:
+            text = (Path(location) / MARKER).read_text()
+        except OSError:
+            text = None
     try:
-        return json.loads(read_text(f"{uri}/{MARKER}") or "{}")
+        return json.loads(text or "{}")
     except ValueError:
         return {}
-
-
-def _hash_of(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / MARKER).read_text()).get("config_hash")
-    except (OSError, ValueError):
-        return None
 
 
 class DistilledSet:
@@ -178,11 +174,7 @@ class DistilledSet:
         if not marker.get("complete"):
             raise FileNotFoundError(f"{uri} is not a finished raydd output (no complete {MARKER})")
         local = mirror_of(uri)
-        try:
-            current = json.loads((local / MARKER).read_text())
-        except (OSError, ValueError):
-            current = None
-        if current != marker:
+        if _marker(local) != marker:
             download_tree(uri, local)
         return local
 
