@@ -51,7 +51,6 @@ class _Source:
 
 
 def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
-    path = Path(config.distilled)
     if is_distilled_set(config.distilled):
         distilled = DistilledSet(config.distilled)
         x, y = distilled.images()
@@ -66,8 +65,9 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
             learned_lr=meta.get("learned_lr"),
             zca=Zca.load(distilled.path / ZCA_FILE) if (distilled.path / ZCA_FILE).exists() else None)
     if config.soft_labels == "stored":
-        raise ValueError(f"{path} is a plain ImageFolder: it has no stored soft labels (use --soft-labels online)")
-    index = list_images(path)
+        raise ValueError(f"{config.distilled} is a plain ImageFolder: it has no stored soft labels "
+                         "(use --soft-labels online)")
+    index = list_images(config.distilled)  # a path or a URI: Path() would fold s3:// into s3:/
     size = config.input_size or get_entry(config.student).input_size
     classes = index.classes
     refs = [r for c in classes for r in index.files[c]]

@@ -37,18 +37,25 @@ STATE = "state.pt"
 MIN_LR = 1e-8
 
 
-def _initial_images(config: MatchConfig, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[str]]:
-    """``ipc`` seeded random real images per class, normalized; their labels, sources and the class names."""
+def _draw(config: MatchConfig) -> tuple[Any, list[str], list[int], list[str]]:
+    """``ipc`` seeded random real images per class: the listing, their references, labels and the classes."""
     from raydd.data import list_images, load_class_map, sample_per_class
-    from raydd.data.memory import load_tensor_images
 
     index = list_images(config.data)
     cmap = load_class_map(None, index.classes)
     drawn = sample_per_class(index, config.ipc, seed=config.seed, min_count=config.ipc)
     refs = [r for c in cmap.classes for r in drawn[c]]
     labels = [i for i, c in enumerate(cmap.classes) for _ in drawn[c]]
+    return index, refs, labels, list(cmap.classes)
+
+
+def _initial_images(config: MatchConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The drawn real images, decoded and normalized, and their labels: the synthetic set's start."""
+    from raydd.data.memory import load_tensor_images
+
+    index, refs, labels, _ = _draw(config)
     x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
-    return IMAGENET_NORM.apply(x.float() / 255), y, refs, list(cmap.classes)
+    return IMAGENET_NORM.apply(x.float() / 255), y
 
 
 def _all_mean(tensors: list[torch.Tensor], world: int) -> None:
@@ -78,7 +85,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     model = get_model(first["model"], **first["model_args"]).to(device)
     size = first["model_args"].get("input_size") or 32
 
-    images, labels, _, _ = _initial_images(config, size)
+    images, labels = _initial_images(config, size)
     zca = _zca(config, first)
     if zca is not None:
         images = zca.apply(images)  # matching happens in the space the experts were trained in
@@ -174,7 +181,7 @@ def _zca(config: MatchConfig, expert: dict[str, Any]) -> Zca | None:
     return zca
 
 
-def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
+def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca | None) -> None:
     """The synthetic images in raydd's distilled-set format, with α and the weights' summary."""
     import hashlib
     import io
@@ -185,8 +192,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path) -> None:
     from raydd.io.distilled import write_json, write_parquet
     from raydd.io.montage import write_montage
 
-    _, _, sources, classes = _initial_images(config, state["input_size"])
-    zca = _zca(config, load_expert(expert_files(config.experts)[0]))
+    _, sources, _, classes = _draw(config)
     images = state["images"]
     if zca is not None:  # stored as viewable pixels; the set carries the transform for its evaluation
         images = zca.invert(images)
@@ -255,8 +261,8 @@ def match(config: MatchConfig):
     from raydd.train.trainer import run_torch_trainer
 
     tune_allocator()
-    files = expert_files(config.experts)
-    epochs = load_expert(files[0])["trajectory"].shape[0] - 1
+    first = load_expert(expert_files(config.experts)[0])
+    epochs = first["trajectory"].shape[0] - 1
     if config.max_start_epoch + config.expert_epochs > epochs:
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
                          f"exceeds the experts' {epochs} epochs")
@@ -269,7 +275,7 @@ def match(config: MatchConfig):
                                use_gpu=config.use_gpu, name=config.name, storage_path=f"{run.storage}/ray")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
-    _write_set(config, state, run.work)
+    _write_set(config, state, run.work, _zca(config, first))
     if run.uri is None:  # the set is all a user needs; its Ray Train checkpoints were raydd's own
         shutil.rmtree(run.work / "ray", ignore_errors=True)
     log.info("%s: lr %.4g after %d iterations (%d skipped)", config.method, state["lr"], state["iteration"],
