@@ -121,18 +121,16 @@ def load_expert(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int) -> torch.Tensor:
+def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int, folder: Path) -> torch.Tensor:
     """Fit ZCA on this worker's copy of the training images (every worker gets the same transform) and
-    whiten them; rank 0 stores the transform beside the experts."""
+    whiten them; rank 0 stores the transform beside the experts (``folder``: the local one or the mirror)."""
     from raydd.models.registry import IMAGENET_NORM
 
     x = IMAGENET_NORM.apply(images.float() / 255)
     zca = Zca.fit(x, config.zca_reg)
     if rank == 0:
-        remote = is_remote(config.out)
-        folder = mirror_of(config.out) if remote else Path(config.out)
         zca.save(folder / ZCA_FILE)
-        if remote:
+        if is_remote(config.out):
             upload_file(folder / ZCA_FILE, f"{config.out}/{ZCA_FILE}")
     return zca.apply(x)
 
@@ -197,7 +195,7 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
         size = config.input_size or get_entry(config.model).input_size
         images, targets = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
         if config.zca:
-            images = _whiten(images, config, rank)
+            images = _whiten(images, config, rank, out)
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     # ray.train.report is a barrier across workers: every worker reports once per round, trained or not.
     for round_start in range(0, config.num_experts, world):
