@@ -133,7 +133,7 @@ def test_fp32_refinement_applies_to_reduced_precision_only():
     base = dict(data="d", out="o", observers=["x"], ipc=10, factor=2)
     assert RdedConfig(**base).refine_count == 0  # auto on CPU scores in fp32
     assert RdedConfig(**base, precision="fp32", refine_margin=5).refine_count == 0
-    assert RdedConfig(**base, num_gpus_per_actor=1).refine_count == 40 // 4 + 2  # auto on GPU: bf16
+    assert RdedConfig(**base, num_gpus_per_actor=1).refine_count == 40 // 8 + 2  # auto on GPU: bf16
     assert RdedConfig(**base, precision="bf16", refine_margin=0).refine_count == 0
     assert RdedConfig(**base, precision="fp16", refine_margin=7).refine_count == 7
     assert RdedConfig(**base, precision="bf16").scoring_hash() == RdedConfig(**base, precision="bf16",

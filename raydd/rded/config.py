@@ -36,13 +36,14 @@ class RdedConfig:
     jpeg_draft: bool = option(True, help="decode JPEGs at reduced size when crops are much smaller")
     refine_margin: int | None = option(None, help="with bf16/fp16 scoring: rescore in fp32 every crop of each "
                                                   "class's best ipc·factor² + margin images, so that the selection "
-                                                  "is fp32's (default: ipc·factor²/4 + 2; 0: off)")
+                                                  "is fp32's (default: ipc·factor²/8 + 2; 0: off)")
     soft_label_topk: int = option(10, help="logits kept per soft label (fp16 top-k)")
     image_format: str = option("png", help="png (lossless) or jpeg")
     num_actors: int = option(1, help="scoring actors (observer replicas)")
     num_gpus_per_actor: float = option(0.0, help="GPUs per scoring actor (0: CPU)")
     threads_per_actor: int | None = option(None, help="torch threads per CPU actor (default: cores / actors)")
-    batch_size: int = option(64, help="crops per observer forward")
+    batch_size: int | None = option(None, help="crops per observer forward (default: 256 on GPU; on CPU 32 at "
+                                                "fp32, 64 at bf16/fp16, which keeps an actor under 2 GB)")
     block_images: int = option(256, help="candidate images per Ray Data block (each block: one actor call)")
     scores_part_images: int = option(2048, help="images per scores part file (the resume granularity)")
     from_scores: str | None = option(None, help="reuse the scores of an earlier run's output (no rescoring)")
@@ -57,7 +58,7 @@ class RdedConfig:
             raise ValueError("refine_margin must be 0 or more")
         for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "block_images",
                      "soft_label_topk", "scores_part_images"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ipc * self.factor**2 > self.mipc:
             raise ValueError(f"ipc * factor^2 = {self.ipc * self.factor**2} patches per class are needed but only "
@@ -80,7 +81,7 @@ class RdedConfig:
         reduced = self.precision in ("bf16", "fp16") or (self.precision == "auto" and self.num_gpus_per_actor > 0)
         if not reduced:
             return 0
-        return self.per_class // 4 + 2 if self.refine_margin is None else self.refine_margin
+        return self.per_class // 8 + 2 if self.refine_margin is None else self.refine_margin
 
     def result_hash(self) -> str:
         return config_hash(self, exclude=EXECUTION_FIELDS)

@@ -88,6 +88,18 @@ def _candidates(config: RdedConfig, plan: _Plan, index: Any) -> pa.Table:
                      "class_index": pa.array(labels, pa.int32()), "name": pa.array(names, pa.string())})
 
 
+def _driver_rows(table: pa.Table, block_rows: int) -> Any:
+    """A dataset of the driver's small table in blocks of at most ``block_rows``.
+
+    The blocks depend on the table alone (never on the actor count), so every actor sees the same batches
+    whatever the pool size: identical scores, bit for bit. ``from_items`` describes its blocks on the driver;
+    ``from_arrow`` runs a remote task per block for that, which cost 1.5 s a dataset on a 2-core machine.
+    """
+    import ray.data
+
+    return ray.data.from_items(table.to_pylist(), override_num_blocks=-(-table.num_rows // block_rows))
+
+
 def _cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int, crop_size: int,
                scale: tuple[float, float], jpeg_draft: bool) -> dict[str, np.ndarray]:
     """Step 2, on CPU tasks: decode each candidate once and cut its seeded crops."""
@@ -121,6 +133,15 @@ def _cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, n
             "crops": crops, "boxes": boxes, "size": sizes, "reason": reasons}
 
 
+def forward_batch_size(device: torch.device, dtype: torch.dtype | None) -> int:
+    """The default crops per forward. A GPU wants many. On CPU, fp32 at 32 runs as fast as at 64
+    (EfficientNet-Lite0 at 224: 91 against 86 img/s on one thread) with a third less peak memory (1.3 against
+    2.1 GB); bf16 halves the activations, and at 64 it runs 7-13 % faster than at 32 in the same memory."""
+    if device.type == "cuda":
+        return 256
+    return 32 if dtype is None else 64
+
+
 def _autocast(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
@@ -131,7 +152,7 @@ class _ObserverActor:
     """Holds the observers once per actor (on its GPU if it has one), restricted to the data's classes."""
 
     def __init__(self, specs: list[str], columns: list[list[int] | None], *, precision: str, channels_last: bool,
-                 threads: int | None, batch_size: int, input_size: int) -> None:
+                 threads: int | None, batch_size: int | None, input_size: int) -> None:
         tune_allocator()
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.threads = threads if self.device.type == "cpu" else None
@@ -142,7 +163,7 @@ class _ObserverActor:
             for observer in self.observers:
                 observer.to(memory_format=torch.channels_last)
         self.dtype = _autocast(precision, self.device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or forward_batch_size(self.device, self.dtype)
         self.input_size = input_size
 
     def _set_threads(self) -> None:
@@ -199,8 +220,6 @@ def _scores_table(batch: dict[str, np.ndarray]) -> pa.Table:
 def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Path, stats: dict[str, Any]
            ) -> list[pa.Table]:
     """Steps 2–3 through Ray Data; returns the score parts (earlier runs' parts included)."""
-    import ray.data
-
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = [pq.read_table(p) for p in sorted(parts_dir.glob("part-*.parquet"))]
     done = pa.concat_tables(parts).column("image_id") if parts else pa.array([], pa.int64())
@@ -210,10 +229,7 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
     if todo.num_rows == 0:
         return parts
     init_ray(config.address)
-    # Blocks depend on the candidates alone (never on the actor count), so every actor sees the same batches
-    # whatever the pool size: identical scores, bit for bit.
-    blocks = [todo.slice(s, config.block_images) for s in range(0, todo.num_rows, config.block_images)]
-    ds = ray.data.from_arrow(blocks).map_batches(
+    ds = _driver_rows(todo, config.block_images).map_batches(
         _cut_crops, batch_size=None, batch_format="numpy",
         fn_kwargs={"fs": plan.fs, "root": plan.root, "seed": config.seed, "num_crops": config.num_crops,
                    "crop_size": plan.crop_size, "scale": (config.min_scale, config.max_scale),
@@ -256,8 +272,9 @@ def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Ta
     window = partial_topk(scores, config.per_class + config.refine_count)
     need = window.filter(pc.invert(window["refined"]))["image_id"]
     sub: dict[str, Any] = {}
-    parts = _score(replace(config, precision="fp32"), plan, candidates.filter(pc.is_in(candidates["image_id"],
-                                                                                      value_set=need)), folder, sub)
+    # The window is a fraction of the candidates: small blocks keep every actor busy to the end.
+    fp32 = replace(config, precision="fp32", block_images=min(config.block_images, 32))
+    parts = _score(fp32, plan, candidates.filter(pc.is_in(candidates["image_id"], value_set=need)), folder, sub)
     stats["refined_images"] = len(need)
     if not parts:
         return scores
@@ -361,14 +378,11 @@ def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
 def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work: Path
                         ) -> tuple[pa.Table, pa.Table]:
     """Steps 5–6 through Ray Data; writes the images and returns (manifest, soft labels)."""
-    import ray.data
-
     init_ray(config.address)
-    blocks = [layout.slice(s, 16) for s in range(0, layout.num_rows, 16)]
     actor = _actor_args(config, plan)
     actor["fn_constructor_kwargs"] = {**actor["fn_constructor_kwargs"], "topk": config.soft_label_topk,
                                       "factor": config.factor}
-    ds = ray.data.from_arrow(blocks).map_batches(
+    ds = _driver_rows(layout, 16).map_batches(
         _assemble, batch_size=None, batch_format="numpy",
         fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size, "factor": config.factor,
                    "image_format": config.image_format},
