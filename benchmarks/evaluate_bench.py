@@ -1,6 +1,7 @@
 """Distil with RDED and evaluate under the RDED protocol beside the random-subset baseline.
 
     python benchmarks/evaluate_bench.py cifar10 --ipc 1 10 50          # ResNet-20 observer, ConvNet-3 students
+    python benchmarks/evaluate_bench.py cifar10 --observer checkpoint@RUN  # an observer from `raydd train`
     python benchmarks/evaluate_bench.py imagenette --ipc 10 --student convnet5 --input-size 128 \
         --soft-labels stored                                             # EfficientNet-Lite0 observer
 
@@ -46,6 +47,7 @@ def main() -> None:
     parser.add_argument("job", choices=sorted(JOBS))
     parser.add_argument("--ipc", type=int, nargs="+", default=[10])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--observer", default=None, help="observer and teacher spec (default: the job's)")
     parser.add_argument("--student", default="convnet3")
     parser.add_argument("--input-size", type=int, default=None, help="student input (default: the set's)")
     parser.add_argument("--epochs", type=int, default=300)
@@ -56,7 +58,7 @@ def main() -> None:
     job = JOBS[args.job]
     root = shared_dataset(job["dataset"])
     out = args.out or tempfile.mkdtemp(prefix="raydd-eval-bench-")
-    observer = job["observer"].format(models=shared_path("models"))
+    observer = args.observer or job["observer"].format(models=shared_path("models"))
     results = []
     scores_from = None
     for ipc in sorted(args.ipc, reverse=True):
@@ -114,6 +116,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": f"evaluate_{args.job}",
+                "observer": observer,
                 "student": args.student,
                 "soft_labels": args.soft_labels,
                 "results": results,

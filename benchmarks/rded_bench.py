@@ -24,6 +24,7 @@ from _machine import RssSampler, machine, shared_dataset, shared_path
 from raydd._runtime import tune_allocator
 from raydd.models import load_observer
 from raydd.rded import RdedConfig, distill
+from raydd.rded.pipeline import forward_batch_size
 
 JOBS = {
     "imagenette": dict(dataset="imagenette-224sq", observers=["efficientnet_lite0"], class_map="imagenet",
@@ -64,7 +65,7 @@ def main() -> None:
     parser.add_argument("job", choices=sorted(JOBS))
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--num-actors", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=64, help="crops per forward")
+    parser.add_argument("--batch-size", type=int, default=None, help="crops per forward (default: raydd's)")
     parser.add_argument("--keep", default=None, help="keep the distilled set here (default: a temporary folder)")
     parser.add_argument("--compare-to", default=None, help="another run's output: report the selection overlap")
     parser.add_argument("--raw-seconds", type=float, default=20.0)
@@ -87,14 +88,16 @@ def main() -> None:
     if stats.get("resumed_images"):
         raise SystemExit(f"{out} resumed an earlier partial run: the timing would be meaningless; remove it first")
     crops = stats["crops_scored"]
-    forward_batch = config.batch_size
+    reduced = {"bf16": torch.bfloat16}.get(args.precision)
+    forward_batch = config.batch_size or forward_batch_size(torch.device("cpu"), reduced)
     threads = max(1, (os.cpu_count() or 1) // config.num_actors)
     raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=args.precision,
                          channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
     # bf16 runs rescore each class's cut-off window in fp32 (refine_margin): those crops count at fp32's rate.
     refined_crops = stats.get("refined_images", 0) * config.num_crops
     raw_fp32 = raw if not refined_crops else raw_throughput(
-        config.observers[0], batch=forward_batch, size=config.input_size, precision="fp32",
+        config.observers[0], batch=config.batch_size or forward_batch_size(torch.device("cpu"), None),
+        size=config.input_size, precision="fp32",
         channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
     bound = crops / raw + refined_crops / raw_fp32
     result = {
