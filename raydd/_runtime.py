@@ -69,9 +69,7 @@ def runtime_env(extra: dict[str, Any] | None = None) -> dict[str, Any]:
 def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: Any) -> None:
     """Connect to (or start) Ray once, with workers that use the tuned allocator.
 
-    When Ray is already initialised (a driver script, a test fixture, a submitted job) nothing changes. A Ray
-    that raydd starts for itself has no dashboard (it took 2.5 of Ray's 6 s start-up on 2 cores): to watch a run
-    there, start Ray first (``ray start --head``) and raydd connects to it.
+    When Ray is already initialised (a driver script, a test fixture, a submitted job) nothing changes.
     """
     import ray
 
@@ -83,6 +81,5 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         num_cpus=num_cpus,
         runtime_env=runtime_env(kwargs.pop("runtime_env", None)),
         log_to_driver=kwargs.pop("log_to_driver", True),
-        include_dashboard=kwargs.pop("include_dashboard", False),
         **kwargs,
     )
