@@ -68,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="crops per forward (default: raydd's)")
     parser.add_argument("--keep", default=None, help="keep the distilled set here (default: a temporary folder)")
     parser.add_argument("--compare-to", default=None, help="another run's output: report the selection overlap")
+    parser.add_argument("--block-images", type=int, default=None, help="candidates per block (default: raydd's)")
     parser.add_argument("--raw-seconds", type=float, default=20.0)
     parser.add_argument("--refine-margin", type=int, default=None, help="bf16: fp32 window (default: raydd's; 0: off)")
     args = parser.parse_args()
@@ -79,7 +80,8 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="raydd-bench-")
     out = args.keep or os.path.join(tmp, "out")
     config = RdedConfig(data=data, out=out, precision=args.precision, num_actors=args.num_actors,
-                        batch_size=args.batch_size, refine_margin=args.refine_margin, **job)
+                        batch_size=args.batch_size, refine_margin=args.refine_margin,
+                        **({"block_images": args.block_images} if args.block_images else {}), **job)
     started = time.perf_counter()
     with RssSampler() as rss:
         distilled = distill(config)
@@ -103,8 +105,9 @@ def main() -> None:
     result = {
         "benchmark": f"rded_{args.job}",
         "config": {"precision": args.precision, "num_actors": args.num_actors, "forward_batch": forward_batch,
-                   "threads_per_actor": threads, "ipc": config.ipc, "mipc": config.mipc,
-                   "num_crops": config.num_crops, "factor": config.factor, "input_size": config.input_size,
+                   "threads_per_actor": threads, "block_images": config.block_images, "ipc": config.ipc,
+                   "mipc": config.mipc, "num_crops": config.num_crops, "factor": config.factor,
+                   "input_size": config.input_size,
                    "observers": config.observers},
         "wall_s": round(wall, 1),
         "stage_s": {k: round(v, 1) for k, v in stats["timings"].items()},
