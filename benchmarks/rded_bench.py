@@ -90,16 +90,19 @@ def main() -> None:
     if stats.get("resumed_images"):
         raise SystemExit(f"{out} resumed an earlier partial run: the timing would be meaningless; remove it first")
     crops = stats["crops_scored"]
-    reduced = {"bf16": torch.bfloat16}.get(args.precision)
-    forward_batch = config.batch_size or forward_batch_size(torch.device("cpu"), reduced)
+
+    def batch_at(precision: str) -> int:
+        """The forward batch raydd's CPU actors use at ``precision`` (the raw forward is timed at it)."""
+        return config.batch_size or forward_batch_size(torch.device("cpu"), {"bf16": torch.bfloat16}.get(precision))
+
+    forward_batch = batch_at(args.precision)
     threads = max(1, (os.cpu_count() or 1) // config.num_actors)
     raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=args.precision,
                          channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
     # bf16 runs rescore each class's cut-off window in fp32 (refine_margin): those crops count at fp32's rate.
     refined_crops = stats.get("refined_images", 0) * config.num_crops
     raw_fp32 = raw if not refined_crops else raw_throughput(
-        config.observers[0], batch=config.batch_size or forward_batch_size(torch.device("cpu"), None),
-        size=config.input_size, precision="fp32",
+        config.observers[0], batch=batch_at("fp32"), size=config.input_size, precision="fp32",
         channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
     bound = crops / raw + refined_crops / raw_fp32
     result = {
