@@ -10,7 +10,8 @@ from raydd.evaluate import EvalConfig
 from raydd.evaluate.augment import cutmix, dsa, mixup, random_resized_crop, shuffle_strips
 from raydd.evaluate.config import rded_batch_size
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
-from raydd.evaluate.students import _mixed_soft_targets
+from raydd.evaluate.students import StudentPlan, _mixed_soft_targets, train_student
+from raydd.models.precision import autocast_dtype
 
 
 def _grid(n: int = 3, size: int = 8, factor: int = 2) -> torch.Tensor:
@@ -99,3 +100,37 @@ def test_config_validation():
         EvalConfig(distilled="d", val_data="v", out="o", baseline="random")
     with pytest.raises(ValueError, match="protocol"):
         EvalConfig(distilled="d", val_data="v", out="o", protocol="kip")
+    with pytest.raises(ValueError, match="loss scaling"):
+        EvalConfig(distilled="d", val_data="v", out="o", precision="fp16")
+
+
+def test_precision_names_resolve_per_device():
+    assert autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("auto", "cuda") is torch.bfloat16
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp32", "cuda") is None
+    with pytest.raises(ValueError, match="precision"):
+        autocast_dtype("int8", "cpu")
+
+
+@pytest.mark.parametrize("precision, conv_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_student_trains_in_the_asked_precision(precision, conv_dtype):
+    """bf16 reaches the convolutions, while the weights (and so the optimizer's update) stay fp32."""
+    seen: set[torch.dtype] = set()
+
+    def hook(module, inputs, output):
+        if isinstance(module, torch.nn.Conv2d):
+            seen.add(output.dtype)
+
+    plan = StudentPlan(protocol="rded", student="convnet3", num_classes=2, input_size=32, epochs=1,
+                       batch_size=4, lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=1,
+                       eval_every=1, precision=precision)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(8) % 2
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        result = train_student(plan, 0, x, y, x, y, soft=torch.randn(8, 2))
+    finally:
+        handle.remove()
+    assert seen == {conv_dtype}
+    assert 0.0 <= result["final_acc"] <= 1.0 and len(result["per_class_acc"]) == 2

@@ -10,6 +10,8 @@ __all__ = ["EvalConfig", "rded_batch_size"]
 
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("none", "random", "random_patches", "both")
+# fp16 training would need loss scaling; bf16 keeps fp32's range and needs none.
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def rded_batch_size(ipc: int, num_classes: int) -> int:
@@ -40,6 +42,7 @@ class EvalConfig:
     baseline: str = option("none", help="also evaluate: none, random (real images), random_patches, both")
     real_data: str | None = option(None, help="real training images the baselines draw from")
     ipc: int | None = option(None, help="images per class of the baselines (default: the set's)")
+    precision: str = option("auto", help="student and teacher autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
     eval_every: int = option(25, help="test every N epochs for the curve (the final epoch always)")
     cpus_per_trial: float = option(1.0, help="CPUs per student trial")
     gpus_per_trial: float = option(0.0, help="GPUs per student trial")
@@ -61,5 +64,7 @@ class EvalConfig:
             raise ValueError("mix must be cutmix or mixup")
         if not self.seeds:
             raise ValueError("at least one seed")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS} (fp16 would need loss scaling)")
         if self.eval_every < 1:
             raise ValueError("eval_every must be at least 1")

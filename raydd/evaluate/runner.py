@@ -116,7 +116,7 @@ def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
         batch_size=config.batch_size or (rded_batch_size(source.ipc, len(source.classes)) if rded else 256),
         lr=lr, weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
         temperature=config.temperature or (20.0 if config.mix == "cutmix" else 4.0), mix=config.mix,
-        factor=config.factor or source.factor, eval_every=config.eval_every,
+        factor=config.factor or source.factor, eval_every=config.eval_every, precision=config.precision,
         threads=config.threads_per_trial or max(1, int(config.cpus_per_trial)))
 
 

@@ -19,6 +19,7 @@ from raydd.data.zca import Zca
 from raydd.evaluate.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.models.observer import Observer
+from raydd.models.precision import autocast_dtype
 from raydd.models.registry import IMAGENET_NORM
 from raydd.train.loop import build_model
 
@@ -42,6 +43,7 @@ class StudentPlan:
     factor: int
     eval_every: int
     threads: int | None = None
+    precision: str = "fp32"
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -59,12 +61,14 @@ def _optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimiz
 
 @torch.inference_mode()
 def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device,
-          prepare: Callable[[torch.Tensor], torch.Tensor] = _normalize) -> tuple[float, list[float]]:
+          prepare: Callable[[torch.Tensor], torch.Tensor] = _normalize,
+          dtype: torch.dtype | None = None) -> tuple[float, list[float]]:
     model.eval()
     correct = torch.zeros(num_classes)
     total = torch.bincount(y, minlength=num_classes).float()
     for s in range(0, len(x), 500):
-        pred = model(prepare(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            pred = model(prepare(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
         hits = pred == y[s:s + 500]
         correct += torch.bincount(y[s:s + 500][hits], minlength=num_classes).float()
     per_class = (correct / total.clamp(min=1)).tolist()
@@ -72,11 +76,12 @@ def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes:
 
 
 @torch.inference_mode()
-def _teacher_logits(teacher: Observer, pixels: torch.Tensor) -> torch.Tensor:
+def _teacher_logits(teacher: Observer, pixels: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     if pixels.shape[-1] != teacher.input_size:
         pixels = F.interpolate(pixels, size=(teacher.input_size,) * 2, mode="bilinear", antialias=True,
                                align_corners=False)
-    return teacher(pixels).float()
+    with torch.autocast(pixels.device.type, dtype=dtype, enabled=dtype is not None):
+        return teacher(pixels).float()
 
 
 def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temperature: float) -> torch.Tensor:
@@ -93,12 +98,15 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     """Train a fresh student and test it; returns the final accuracy, per-class accuracy and the curve.
 
     RDED protocol needs ``teacher`` (online) or ``soft`` (stored logits, one row per image); MTT uses labels.
+    ``plan.precision`` autocasts the student's and the teacher's forward passes; weights, optimizer state and
+    the loss stay fp32.
     ``zca``: a set distilled in ZCA space (MTT's CIFAR setting) trains and tests on whitened inputs.
     """
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return zca.apply(_normalize(x)) if zca is not None else _normalize(x)
 
     device = torch.device(device)
+    dtype = autocast_dtype(plan.precision, device)
     if plan.threads and device.type == "cpu":
         torch.set_num_threads(plan.threads)
     torch.manual_seed(seed)
@@ -128,10 +136,14 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                 if soft is not None:
                     target = _mixed_soft_targets(soft[batch].to(device), perm.to(device), lam, plan.temperature)
                 else:
-                    target = _teacher_logits(teacher, x)
-                loss = kd_loss(model(prepare(x)), target, plan.temperature)
+                    target = _teacher_logits(teacher, x, dtype)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = model(prepare(x))
+                loss = kd_loss(logits.float(), target, plan.temperature)
             else:
-                loss = F.cross_entropy(model(prepare(dsa(x, generator))), train_y[batch].to(device))
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = model(prepare(dsa(x, generator)))
+                loss = F.cross_entropy(logits.float(), train_y[batch].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -139,7 +151,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         last = epoch + 1 == plan.epochs
         metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / steps}
         if (epoch + 1) % plan.eval_every == 0 or last:
-            metrics["test_acc"], per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare)
+            metrics["test_acc"], per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare, dtype)
             curve.append({"epoch": epoch + 1, "test_acc": metrics["test_acc"]})
         if report is not None:
             report(metrics)

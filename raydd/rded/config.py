@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raydd.config import config_hash, option
+from raydd.models.precision import PRECISIONS
 
 __all__ = ["RdedConfig"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Settings that change how fast a run goes, never what it produces: left out of the config hash.
 EXECUTION_FIELDS = ("out", "num_actors", "num_gpus_per_actor", "threads_per_actor", "batch_size", "block_images",
                     "scores_part_images", "from_scores", "address")

@@ -32,6 +32,7 @@ from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write
 from raydd.io.montage import write_montage
 from raydd.io.storage import is_remote
 from raydd.models.observer import Observer, load_observer
+from raydd.models.precision import autocast_dtype
 from raydd.rded.assembly import grid_cells, patch_ranks, stitch
 from raydd.rded.config import RdedConfig
 from raydd.rded.crops import crop_rng, cut_box, draft_size, sample_boxes
@@ -142,12 +143,6 @@ def forward_batch_size(device: torch.device, dtype: torch.dtype | None) -> int:
     return 32 if dtype is None else 64
 
 
-def _autocast(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
 class _ObserverActor:
     """Holds the observers once per actor (on its GPU if it has one), restricted to the data's classes."""
 
@@ -162,7 +157,7 @@ class _ObserverActor:
         if channels_last:
             for observer in self.observers:
                 observer.to(memory_format=torch.channels_last)
-        self.dtype = _autocast(precision, self.device)
+        self.dtype = autocast_dtype(precision, self.device)
         self.batch_size = batch_size or forward_batch_size(self.device, self.dtype)
         self.input_size = input_size
 

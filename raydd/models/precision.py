@@ -1,0 +1,22 @@
+"""Which dtype a forward pass autocasts to, from a config's precision name and the device it runs on.
+
+"auto" means bf16 on a GPU and fp32 on a CPU: bf16 halves a GPU's memory traffic at no cost to selection or
+accuracy, while on a CPU it only pays where the cores have bf16 instructions, so there it is asked for.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["PRECISIONS", "autocast_dtype"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:
+    """The dtype to autocast to, or None for plain fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
