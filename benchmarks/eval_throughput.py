@@ -1,6 +1,6 @@
 """Student steps/s under the RDED protocol with the teacher online, and where a step's time goes.
 
-    python benchmarks/eval_throughput.py
+    python benchmarks/eval_throughput.py [--precision fp32 bf16]
 
 Times each part of one training step (augmentation, teacher forward, student forward + backward + update)
 over repeated steps on random images, for CIFAR-10 (ConvNet-3 student, ResNet-20 teacher, batch 50) and
@@ -9,6 +9,7 @@ Imagenette (ConvNet-5 at 128 px and ResNet-18 at 224 px students, EfficientNet-L
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -20,6 +21,7 @@ from raydd.evaluate.augment import cutmix, hflip, random_resized_crop, shuffle_s
 from raydd.evaluate.losses import kd_loss
 from raydd.evaluate.students import StudentPlan, _normalize, _optimizer, _teacher_logits
 from raydd.models import load_observer
+from raydd.models.precision import autocast_dtype
 from raydd.train.loop import build_model
 
 CASES = [
@@ -29,7 +31,9 @@ CASES = [
 ]
 
 
-def measure(name: str, student: str, size: int, factor: int, spec: str, columns, *, batch: int = 50, steps: int = 8):
+def measure(name: str, student: str, size: int, factor: int, spec: str, columns, *, precision: str,
+            batch: int = 50, steps: int = 8):
+    dtype = autocast_dtype(precision, "cpu")
     plan = StudentPlan(protocol="rded", student=student, num_classes=10, input_size=size, epochs=300,
                        batch_size=batch, lr=1e-3, weight_decay=0.01, temperature=20.0, mix="cutmix", factor=factor,
                        eval_every=25)
@@ -45,9 +49,11 @@ def measure(name: str, student: str, size: int, factor: int, spec: str, columns,
         x = hflip(random_resized_crop(shuffle_strips(x, factor, g), (1 / factor, 1), g), g)
         x = cutmix(x, g)[0]
         t1 = time.perf_counter()
-        target = _teacher_logits(teacher, x)
+        target = _teacher_logits(teacher, x, dtype)
         t2 = time.perf_counter()
-        loss = kd_loss(model(_normalize(x)), target, 20.0)
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            logits = model(_normalize(x))
+        loss = kd_loss(logits.float(), target, 20.0)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -58,14 +64,18 @@ def measure(name: str, student: str, size: int, factor: int, spec: str, columns,
             parts["student"] += t3 - t2
     total = sum(parts.values())
     return {"data": name, "student": student, "input_size": size, "teacher": spec.split("@")[0], "batch": batch,
+            "precision": precision,
             "steps_per_s": round(steps / total, 2), "images_per_s": round(steps * batch / total, 1),
             "share": {k: round(v / total, 3) for k, v in parts.items()}}
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    args = parser.parse_args()
     tune_allocator()
     torch.set_num_threads(2)
-    results = [measure(*case) for case in CASES]
+    results = [measure(*case, precision=p) for case in CASES for p in args.precision]
     print(json.dumps({"benchmark": "eval_throughput", "threads": 2, "results": results, "machine": machine()},
                      indent=2))
 

@@ -3,7 +3,7 @@
     python benchmarks/evaluate_bench.py cifar10 --ipc 1 10 50          # ResNet-20 observer, ConvNet-3 students
     python benchmarks/evaluate_bench.py cifar10 --observer checkpoint@RUN  # an observer from `raydd train`
     python benchmarks/evaluate_bench.py imagenette --ipc 10 --student convnet5 --input-size 128 \
-        --soft-labels stored                                             # EfficientNet-Lite0 observer
+        --precision bf16                                                 # EfficientNet-Lite0 observer
 
 Scores once (at the largest IPC) and selects the smaller IPCs from the same scores.
 """
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=None, help="student input (default: the set's)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--soft-labels", default="online", choices=["online", "stored"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--baseline", default="random", choices=["random", "random_patches", "both"])
+    parser.add_argument("--eval-every", type=int, default=25, help="test every N epochs (the last always)")
     parser.add_argument("--out", default=None, help="keep the sets and reports here")
     args = parser.parse_args()
     tune_allocator()
@@ -90,7 +93,9 @@ def main() -> None:
                 epochs=args.epochs,
                 seeds=args.seeds,
                 soft_labels=args.soft_labels,
-                baseline="random",
+                baseline=args.baseline,
+                precision=args.precision,
+                eval_every=args.eval_every,
                 real_data=os.path.join(root, "train"),
                 class_map=job["class_map"],
             )
@@ -119,6 +124,7 @@ def main() -> None:
                 "observer": observer,
                 "student": args.student,
                 "soft_labels": args.soft_labels,
+                "precision": args.precision,
                 "results": results,
                 "machine": machine(),
             },
