@@ -21,7 +21,7 @@ from raydd.evaluate.augment import cutmix, hflip, random_resized_crop, shuffle_s
 from raydd.evaluate.losses import kd_loss
 from raydd.evaluate.students import StudentPlan, _normalize, _optimizer, _teacher_logits
 from raydd.models import load_observer
-from raydd.models.precision import autocast_dtype
+from raydd.models.precision import autocast, autocast_dtype
 from raydd.train.loop import build_model
 
 CASES = [
@@ -51,7 +51,7 @@ def measure(name: str, student: str, size: int, factor: int, spec: str, columns,
         t1 = time.perf_counter()
         target = _teacher_logits(teacher, x, dtype)
         t2 = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with autocast("cpu", dtype):
             logits = model(_normalize(x))
         loss = kd_loss(logits.float(), target, 20.0)
         optimizer.zero_grad()

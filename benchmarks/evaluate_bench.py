@@ -20,6 +20,7 @@ from _machine import machine, shared_dataset, shared_path
 
 from raydd._runtime import tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
+from raydd.evaluate.config import TRAIN_PRECISIONS
 from raydd.rded import RdedConfig, distill
 
 JOBS = {
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--input-size", type=int, default=None, help="student input (default: the set's)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--soft-labels", default="online", choices=["online", "stored"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS)
     parser.add_argument("--baseline", default="random", choices=["random", "random_patches", "both"])
     parser.add_argument("--eval-every", type=int, default=25, help="test every N epochs (the last always)")
     parser.add_argument("--out", default=None, help="keep the sets and reports here")

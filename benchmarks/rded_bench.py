@@ -23,6 +23,7 @@ from _machine import RssSampler, machine, shared_dataset, shared_path
 
 from raydd._runtime import tune_allocator
 from raydd.models import load_observer
+from raydd.models.precision import autocast, autocast_dtype
 from raydd.rded import RdedConfig, distill
 from raydd.rded.pipeline import forward_batch_size
 
@@ -44,8 +45,8 @@ def raw_throughput(spec: str, *, batch: int, size: int, precision: str, channels
     if channels_last:
         observer = observer.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+    dtype = autocast_dtype(precision, "cpu")
+    with autocast("cpu", dtype):
         observer.logits(x)
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
@@ -93,7 +94,7 @@ def main() -> None:
 
     def batch_at(precision: str) -> int:
         """The forward batch raydd's CPU actors use at ``precision`` (the raw forward is timed at it)."""
-        return config.batch_size or forward_batch_size(torch.device("cpu"), {"bf16": torch.bfloat16}.get(precision))
+        return config.batch_size or forward_batch_size(torch.device("cpu"), autocast_dtype(precision, "cpu"))
 
     forward_batch = batch_at(args.precision)
     threads = max(1, (os.cpu_count() or 1) // config.num_actors)

@@ -117,10 +117,12 @@ def test_precision_names_resolve_per_device():
 def test_student_trains_in_the_asked_precision(precision, conv_dtype):
     """bf16 reaches the convolutions, while the weights (and so the optimizer's update) stay fp32."""
     seen: set[torch.dtype] = set()
+    weights: set[torch.dtype] = set()
 
     def hook(module, inputs, output):
         if isinstance(module, torch.nn.Conv2d):
             seen.add(output.dtype)
+            weights.add(module.weight.dtype)
 
     plan = StudentPlan(protocol="rded", student="convnet3", num_classes=2, input_size=32, epochs=1,
                        batch_size=4, lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=1,
@@ -133,4 +135,5 @@ def test_student_trains_in_the_asked_precision(precision, conv_dtype):
     finally:
         handle.remove()
     assert seen == {conv_dtype}
+    assert weights == {torch.float32}
     assert 0.0 <= result["final_acc"] <= 1.0 and len(result["per_class_acc"]) == 2

@@ -19,7 +19,7 @@ from raydd.data.zca import Zca
 from raydd.evaluate.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.models.observer import Observer
-from raydd.models.precision import autocast_dtype
+from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM
 from raydd.train.loop import build_model
 
@@ -67,7 +67,7 @@ def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes:
     correct = torch.zeros(num_classes)
     total = torch.bincount(y, minlength=num_classes).float()
     for s in range(0, len(x), 500):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(device, dtype):
             pred = model(prepare(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
         hits = pred == y[s:s + 500]
         correct += torch.bincount(y[s:s + 500][hits], minlength=num_classes).float()
@@ -80,7 +80,7 @@ def _teacher_logits(teacher: Observer, pixels: torch.Tensor, dtype: torch.dtype 
     if pixels.shape[-1] != teacher.input_size:
         pixels = F.interpolate(pixels, size=(teacher.input_size,) * 2, mode="bilinear", antialias=True,
                                align_corners=False)
-    with torch.autocast(pixels.device.type, dtype=dtype, enabled=dtype is not None):
+    with autocast(pixels.device, dtype):
         return teacher(pixels).float()
 
 
@@ -137,11 +137,11 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                     target = _mixed_soft_targets(soft[batch].to(device), perm.to(device), lam, plan.temperature)
                 else:
                     target = _teacher_logits(teacher, x, dtype)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                with autocast(device, dtype):
                     logits = model(prepare(x))
                 loss = kd_loss(logits.float(), target, plan.temperature)
             else:
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                with autocast(device, dtype):
                     logits = model(prepare(dsa(x, generator)))
                 loss = F.cross_entropy(logits.float(), train_y[batch].to(device))
             optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast_dtype"]
+__all__ = ["PRECISIONS", "autocast", "autocast_dtype"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -20,3 +20,8 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
     if precision == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> torch.autocast:
+    """A context that autocasts to ``dtype`` on ``device``'s kind, or leaves fp32 alone for None."""
+    return torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from raydd.models.observer import Observer
+from raydd.models.precision import autocast
 from raydd.rded.assembly import grid_cells
 
 __all__ = ["dense_logits", "ensemble_logits", "patch_views", "topk_logits"]
@@ -34,7 +35,7 @@ def ensemble_logits(observers: Sequence[Observer], images: torch.Tensor, *, batc
             if x.shape[-1] != observer.input_size:
                 x = F.interpolate(x, size=(observer.input_size,) * 2, mode="bilinear", antialias=True,
                                   align_corners=False)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            with autocast(device, autocast_dtype):
                 logits = observer(x).float()
             total = logits if total is None else total + logits
         out.append((total / len(observers)).cpu())

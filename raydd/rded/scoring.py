@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from raydd.models.observer import Observer
+from raydd.models.precision import autocast
 
 __all__ = ["pad_to_canvas", "realism_scores", "score_crops"]
 
@@ -42,7 +43,7 @@ def score_crops(observers: Sequence[Observer], crops: torch.Tensor, labels: torc
         x = pad_to_canvas(observer.normalize(pixels), input_size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with autocast(device, autocast_dtype):
             logits = observer.logits(x)
         total += realism_scores(logits, labels.to(device))
     return (total / len(observers)).cpu()
