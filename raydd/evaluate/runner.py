@@ -130,8 +130,10 @@ def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[
     observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and data.soft is None else None
     result = train_student(plan, params["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft, zca=zca,
                            report=lambda m: tune.report(m) if "test_acc" in m else None, device=device)
-    # Tune's loggers take scalars only: the lists travel as JSON.
-    tune.report({"epoch": plan.epochs, "final_acc": result["final_acc"], "best_acc": result["best_acc"],
+    # Tune's loggers take scalars only: the lists travel as JSON. test_acc repeats the final figure so that the
+    # progress table shows it for finished trials too.
+    tune.report({"epoch": plan.epochs, "test_acc": result["final_acc"], "final_acc": result["final_acc"],
+                 "best_acc": result["best_acc"],
                  "per_class_acc_json": json.dumps(result["per_class_acc"]), "curve_json": json.dumps(result["curve"])})
 
 
