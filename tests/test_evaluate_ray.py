@@ -1,6 +1,7 @@
-"""A tiny evaluation end to end: two seeds as parallel Ray Tune trials, beside a random baseline."""
+"""A tiny evaluation end to end: seeds as parallel Ray Tune trials beside a random baseline, and its resume."""
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -12,7 +13,8 @@ from tests.conftest import make_image_folder
 CLASSES = ["a", "b", "c"]
 
 
-def test_two_seeds_give_two_results_and_a_mean(tmp_path, ray_session):
+def _tiny_config(tmp_path: Path, **overrides) -> EvalConfig:
+    """Two images a class, a random ConvNet-3 teacher, 3-class validation: seconds a trial."""
     small = make_image_folder(tmp_path / "small", CLASSES, 2, size=32)
     real = make_image_folder(tmp_path / "real", CLASSES, 6, size=32, seed=3)
     val = make_image_folder(tmp_path / "val", CLASSES, 5, size=32, seed=4)
@@ -20,9 +22,14 @@ def test_two_seeds_give_two_results_and_a_mean(tmp_path, ray_session):
     save_checkpoint(tmp_path / "teacher", model=get_model("convnet3", num_classes=3), model_name="convnet3",
                     model_args={"num_classes": 3, "input_size": 32}, normalization=get_entry("convnet3").normalization,
                     input_size=32, classes=CLASSES, epoch=1)
-    report = evaluate(EvalConfig(distilled=str(small), val_data=str(val), out=str(tmp_path / "eval"),
-                                 teacher=f"checkpoint@{tmp_path / 'teacher'}", epochs=3, eval_every=1, seeds=[0, 1],
-                                 baseline="random", real_data=str(real), factor=1))
+    settings = dict(distilled=str(small), val_data=str(val), out=str(tmp_path / "eval"),
+                    teacher=f"checkpoint@{tmp_path / 'teacher'}", epochs=3, eval_every=1, seeds=[0, 1],
+                    baseline="random", real_data=str(real), factor=1)
+    return EvalConfig(**{**settings, **overrides})
+
+
+def test_two_seeds_give_two_results_and_a_mean(tmp_path, ray_session):
+    report = evaluate(_tiny_config(tmp_path))
     assert set(report["sets"]) == {"distilled", "random"}
     for summary in report["sets"].values():
         assert summary["seeds"] == [0, 1] and len(summary["final_acc"]) == 2
@@ -31,3 +38,22 @@ def test_two_seeds_give_two_results_and_a_mean(tmp_path, ray_session):
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert saved["plan"]["batch_size"] == 50 and saved["plan"]["temperature"] == 20.0  # IPC 2: RDED's 50
     assert (tmp_path / "eval" / "curve.png").exists()
+
+
+def test_a_rerun_keeps_the_trials_an_interrupted_evaluation_finished(tmp_path, ray_session):
+    config = _tiny_config(tmp_path, seeds=[0], epochs=2)
+    first = evaluate(config)
+    out = tmp_path / "eval"
+    trial_dirs = sorted(p.name for p in (out / "tune" / "trials").iterdir() if p.is_dir())
+    assert len(trial_dirs) == 2
+    # What a driver stopped after its trials ended, before writing the report, leaves behind.
+    partial = out.with_name(".eval.partial")
+    out.rename(partial)
+    (partial / "report.json").unlink()
+    marker = json.loads((partial / "raydd.json").read_text())
+    (partial / "raydd.json").write_text(json.dumps({**marker, "complete": False}))
+
+    second = evaluate(config)
+    assert second["sets"] == first["sets"]
+    assert sorted(p.name for p in (out / "tune" / "trials").iterdir() if p.is_dir()) == trial_dirs  # none trained
+    assert json.loads((out / "raydd.json").read_text())["complete"] and not partial.exists()

@@ -229,11 +229,17 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         tune.with_parameters(_trial, sets=sets, val=val, zca=source.zca, plan=plan, teacher=teacher),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
     )
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
-        run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1),
-    )
+    experiment = f"{run.storage}/tune/trials"
+    if run.resumed and tune.Tuner.can_restore(experiment):
+        # An interrupted evaluation of this same config: its finished trials stand, the rest start again.
+        log.info("resuming the evaluation in %s: finished trials are kept", experiment)
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
+            run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1),
+        )
     results = tuner.fit()
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
     for result in results:
