@@ -1,5 +1,6 @@
 """The evaluation protocols' pieces as pure functions."""
 
+import copy
 import math
 
 import pytest
@@ -137,3 +138,25 @@ def test_student_trains_in_the_asked_precision(precision, conv_dtype):
     assert seen == {conv_dtype}
     assert weights == {torch.float32}
     assert 0.0 <= result["final_acc"] <= 1.0 and len(result["per_class_acc"]) == 2
+
+
+@pytest.mark.parametrize("protocol", ["rded", "mtt"])
+def test_a_student_resumed_from_its_state_ends_as_one_never_stopped(protocol):
+    plan = StudentPlan(protocol=protocol, student="convnet3", num_classes=2, input_size=32, epochs=4, batch_size=4,
+                       lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=2, eval_every=2)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(8) % 2
+    soft = torch.randn(8, 2)
+    states: list[dict] = []
+
+    def keep(metrics, state):
+        states.append(copy.deepcopy(state))
+
+    whole = train_student(plan, 3, x, y, x, y, soft=soft, report=keep)
+    assert [s["epoch"] for s in states] == [2, 4]
+    ends: list[dict] = []
+    resumed = train_student(plan, 3, x, y, x, y, soft=soft, state=states[0],
+                            report=lambda metrics, state: ends.append(copy.deepcopy(state)))
+    assert resumed == whole and [s["epoch"] for s in ends] == [4]
+    for name, tensor in states[1]["model"].items():
+        assert torch.equal(ends[0]["model"][name], tensor), name

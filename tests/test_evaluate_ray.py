@@ -46,6 +46,9 @@ def test_a_rerun_keeps_the_trials_an_interrupted_evaluation_finished(tmp_path, r
     out = tmp_path / "eval"
     trial_dirs = sorted(p.name for p in (out / "tune" / "trials").iterdir() if p.is_dir())
     assert len(trial_dirs) == 2
+    for name in trial_dirs:  # the last test's checkpoint, which an unfinished trial would resume from
+        checkpoints = list((out / "tune" / "trials" / name).glob("checkpoint_*/student.pt"))
+        assert len(checkpoints) == 1 and torch.load(checkpoints[0])["epoch"] == 2
     # What a driver stopped after its trials ended, before writing the report, leaves behind.
     partial = out.with_name(".eval.partial")
     out.rename(partial)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from raydd.rded.labels import dense_logits, ensemble_logits
 __all__ = ["evaluate"]
 
 log = logging.getLogger("raydd.evaluate")
+
+STUDENT_STATE = "student.pt"  # a trial's checkpoint: what train_student needs to continue where it stood
 
 
 @dataclass
@@ -128,8 +131,18 @@ def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = sets[params["set"]]
     observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and data.soft is None else None
+    state = None
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STUDENT_STATE, map_location="cpu")
+
+    def report(metrics: dict[str, Any], student: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(student, Path(folder) / STUDENT_STATE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
     result = train_student(plan, params["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft, zca=zca,
-                           report=lambda m: tune.report(m) if "test_acc" in m else None, device=device)
+                           report=report, device=device, state=state)
     # Tune's loggers take scalars only: the lists travel as JSON. test_acc repeats the final figure so that the
     # progress table shows it for finished trials too.
     tune.report({"epoch": plan.epochs, "test_acc": result["final_acc"], "final_acc": result["final_acc"],
@@ -231,14 +244,16 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     )
     experiment = f"{run.storage}/tune/trials"
     if run.resumed and tune.Tuner.can_restore(experiment):
-        # An interrupted evaluation of this same config: its finished trials stand, the rest start again.
-        log.info("resuming the evaluation in %s: finished trials are kept", experiment)
-        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, restart_errored=True)
+        # An interrupted evaluation of this same config: finished trials stand, the others go on from their
+        # last test's checkpoint.
+        log.info("resuming the evaluation in %s", experiment)
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
-            run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1),
+            run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1,
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
     results = tuner.fit()
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}

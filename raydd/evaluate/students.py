@@ -93,14 +93,19 @@ def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temp
 
 def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: torch.Tensor,
                   val_x: torch.Tensor, val_y: torch.Tensor, *, teacher: Observer | None = None,
-                  soft: torch.Tensor | None = None, report: Callable[[dict[str, Any]], None] | None = None,
-                  device: torch.device | str = "cpu", zca: Zca | None = None) -> dict[str, Any]:
+                  soft: torch.Tensor | None = None,
+                  report: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                  device: torch.device | str = "cpu", zca: Zca | None = None,
+                  state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a fresh student and test it; returns the final accuracy, per-class accuracy and the curve.
 
     RDED protocol needs ``teacher`` (online) or ``soft`` (stored logits, one row per image); MTT uses labels.
     ``plan.precision`` autocasts the student's and the teacher's forward passes; weights, optimizer state and
     the loss stay fp32.
     ``zca``: a set distilled in ZCA space (MTT's CIFAR setting) trains and tests on whitened inputs.
+    ``report(metrics, state)`` is called after every test; ``state`` (weights, optimizer, the augmentation
+    generator, the curve so far; live tensors, to be saved or copied at once) passed back as ``state``
+    continues the run exactly where it stood.
     """
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return zca.apply(_normalize(x)) if zca is not None else _normalize(x)
@@ -118,8 +123,14 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     if teacher is not None:
         teacher = teacher.to(device).eval()
     curve: list[dict[str, float]] = []
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        curve, per_class, start = list(state["curve"]), list(state["per_class"]), int(state["epoch"])
     steps = math.ceil(len(train_x) / plan.batch_size)
-    for epoch in range(plan.epochs):
+    for epoch in range(start, plan.epochs):
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch, plan.epochs, plan.lr)
         model.train()
@@ -148,12 +159,12 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
             loss.backward()
             optimizer.step()
             loss_sum += float(loss.detach())
-        last = epoch + 1 == plan.epochs
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss_sum / steps}
-        if (epoch + 1) % plan.eval_every == 0 or last:
-            metrics["test_acc"], per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare, dtype)
-            curve.append({"epoch": epoch + 1, "test_acc": metrics["test_acc"]})
-        if report is not None:
-            report(metrics)
+        if (epoch + 1) % plan.eval_every == 0 or epoch + 1 == plan.epochs:
+            test_acc, per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare, dtype)
+            curve.append({"epoch": epoch + 1, "test_acc": test_acc})
+            if report is not None:
+                report({"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_acc": test_acc},
+                       {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "generator": generator.get_state(), "curve": curve, "per_class": per_class})
     return {"final_acc": curve[-1]["test_acc"], "best_acc": max(c["test_acc"] for c in curve),
             "per_class_acc": per_class, "curve": curve}
