@@ -135,6 +135,8 @@ def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / STUDENT_STATE, map_location="cpu")
+        log.warning("%s set, seed %d: continuing from its checkpoint at epoch %d", params["set"], params["seed"],
+                    state["epoch"])
 
     def report(metrics: dict[str, Any], student: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as folder:
@@ -261,6 +263,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         if result.error is not None:
             raise RuntimeError(f"trial {result.config} failed") from result.error
         metrics = result.metrics
+        if "final_acc" not in metrics:  # Tune stopped early (Ctrl-C): its trials wait in the partial folder
+            raise RuntimeError(f"the evaluation stopped before trial {result.config} finished; run the same "
+                               f"command again to continue it (its work is in {run.work})")
         rows[result.config["set"]].append({
             "seed": result.config["seed"], "final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"],
             "per_class_acc": json.loads(metrics["per_class_acc_json"]), "curve": json.loads(metrics["curve_json"])})
