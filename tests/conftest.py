@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -24,11 +26,13 @@ def _free_port() -> int:
 
 
 # Set before Ray starts, so that its workers inherit them: the test S3 endpoint (moto, started by the `s3`
-# fixture), dummy credentials, and a private cache for raydd's mirrors of remote outputs.
+# fixture), dummy credentials, and a private cache for raydd's mirrors of remote outputs (removed at exit).
 S3_PORT = _free_port()
+CACHE = tempfile.mkdtemp(prefix="raydd-test-cache-")
+atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "testing",
                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                   "AWS_EC2_METADATA_DISABLED": "true", "RAYDD_CACHE": tempfile.mkdtemp(prefix="raydd-test-cache-")})
+                   "AWS_EC2_METADATA_DISABLED": "true", "RAYDD_CACHE": CACHE})
 
 
 def make_image_folder(root: Path, classes: list[str], per_class: int, *, size: int = 32, seed: int = 0,
