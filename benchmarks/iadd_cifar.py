@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", choices=["mtt", "iadd"], default=["mtt", "iadd"])
+    parser.add_argument("--granularity", default="channel", help="of IADD's importance weights")
     args = parser.parse_args()
     tune_allocator()
     root = shared_dataset("cifar10-jpg")
@@ -63,8 +65,8 @@ def main() -> None:
     experts_s = time.perf_counter() - started
     results = []
     for ipc, iterations in zip(args.ipc, args.iterations, strict=True):
-        row = {"ipc": ipc, "iterations": iterations, **MATCH[ipc]}
-        for method in ("mtt", "iadd"):
+        row = {"ipc": ipc, "iterations": iterations, "granularity": args.granularity, **MATCH[ipc]}
+        for method in args.methods:
             done = os.path.join(args.out, f"eval-{method}-ipc{ipc}", "report.json")
             if os.path.exists(done):  # finished by an earlier invocation: collect, do not rerun
                 with open(done) as f:
@@ -75,7 +77,7 @@ def main() -> None:
             distilled = match(MatchConfig(data=train, experts=os.path.join(args.out, "experts"),
                                           out=os.path.join(args.out, f"{method}-ipc{ipc}"), method=method, ipc=ipc,
                                           iterations=iterations, checkpoint_every=10, num_workers=args.workers,
-                                          **MATCH[ipc]))
+                                          granularity=args.granularity, **MATCH[ipc]))
             match_s = time.perf_counter() - started
             started = time.perf_counter()
             report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=test, protocol="mtt",
