@@ -22,6 +22,7 @@ from raydd._runtime import tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
 from raydd.io import DistilledSet
 from raydd.matching import MatchConfig, match
+from raydd.matching.weights import GRANULARITIES
 from raydd.trajectories import ExpertsConfig, train_experts
 
 # Published CIFAR-10 settings where they exist without ZCA (DESIGN §2); α starts at 0.01 for both IPCs.
@@ -52,7 +53,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--methods", nargs="+", choices=["mtt", "iadd"], default=["mtt", "iadd"])
-    parser.add_argument("--granularity", default="channel", help="of IADD's importance weights")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="channel",
+                        help="of IADD's importance weights")
     args = parser.parse_args()
     tune_allocator()
     root = shared_dataset("cifar10-jpg")
@@ -67,21 +69,23 @@ def main() -> None:
     for ipc, iterations in zip(args.ipc, args.iterations, strict=True):
         row = {"ipc": ipc, "iterations": iterations, "granularity": args.granularity, **MATCH[ipc]}
         for method in args.methods:
-            done = os.path.join(args.out, f"eval-{method}-ipc{ipc}", "report.json")
+            # IADD's folders name the granularity, so a rerun never collects another granularity's result.
+            tag = method if method == "mtt" else f"iadd-{args.granularity}"
+            done = os.path.join(args.out, f"eval-{tag}-ipc{ipc}", "report.json")
             if os.path.exists(done):  # finished by an earlier invocation: collect, do not rerun
                 with open(done) as f:
                     report = json.load(f)
-                _collect(row, method, report, DistilledSet(os.path.join(args.out, f"{method}-ipc{ipc}")))
+                _collect(row, method, report, DistilledSet(os.path.join(args.out, f"{tag}-ipc{ipc}")))
                 continue
             started = time.perf_counter()
             distilled = match(MatchConfig(data=train, experts=os.path.join(args.out, "experts"),
-                                          out=os.path.join(args.out, f"{method}-ipc{ipc}"), method=method, ipc=ipc,
+                                          out=os.path.join(args.out, f"{tag}-ipc{ipc}"), method=method, ipc=ipc,
                                           iterations=iterations, checkpoint_every=10, num_workers=args.workers,
                                           granularity=args.granularity, **MATCH[ipc]))
             match_s = time.perf_counter() - started
             started = time.perf_counter()
             report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=test, protocol="mtt",
-                                         out=os.path.join(args.out, f"eval-{method}-ipc{ipc}"),
+                                         out=os.path.join(args.out, f"eval-{tag}-ipc{ipc}"),
                                          epochs=args.eval_epochs, seeds=args.seeds, eval_every=100,
                                          baseline="random" if method == "mtt" else "none", real_data=train))
             _collect(row, method, report, distilled)
