@@ -5,7 +5,7 @@ import torch
 
 from raydd.models import get_entry, get_model, list_models, load_observer, parse_spec, register_model
 from raydd.train import save_checkpoint
-from raydd.train.checkpoint import find_checkpoint
+from raydd.train.checkpoint import find_checkpoint, load_reported_state
 
 SMALL = {"convnet3": 32, "convnet4": 64, "cifar_resnet20": 32, "resnet18_small": 32}
 
@@ -87,3 +87,12 @@ def test_checkpoint_round_trip_as_observer_with_class_names(tmp_path):
     assert cmap.to_dict() == {"cat": 0, "owl": 2}
     with pytest.raises(ValueError, match="trained without class.*emu"):
         observer.class_map_for(["cat", "emu"])
+
+
+def test_reported_state_loads_from_a_ray_checkpoint_and_is_none_on_a_fresh_start(tmp_path):
+    from ray.train import Checkpoint
+
+    torch.save({"epoch": 3, "weights": torch.ones(2)}, tmp_path / "state.pt")
+    state = load_reported_state(Checkpoint.from_directory(tmp_path), "state.pt")
+    assert state["epoch"] == 3 and torch.equal(state["weights"], torch.ones(2))
+    assert load_reported_state(None, "state.pt") is None

@@ -25,6 +25,7 @@ from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_
 from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
 from raydd.rded.labels import dense_logits, ensemble_logits
+from raydd.train.checkpoint import load_reported_state
 
 __all__ = ["evaluate"]
 
@@ -131,10 +132,7 @@ def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = sets[params["set"]]
     observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and data.soft is None else None
-    state = None
-    if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STUDENT_STATE, map_location="cpu")
+    if (state := load_reported_state(tune.get_checkpoint(), STUDENT_STATE)) is not None:
         log.warning("%s set, seed %d: continuing from its checkpoint at epoch %d", params["set"], params["seed"],
                     state["epoch"])
 

@@ -28,6 +28,7 @@ from raydd.matching.config import EXECUTION_FIELDS, MatchConfig
 from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights
 from raydd.models.registry import IMAGENET_NORM, get_model
+from raydd.train.checkpoint import load_reported_state
 from raydd.trajectories.experts import expert_files, experts_zca, load_expert
 
 __all__ = ["match"]
@@ -97,10 +98,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     opt_lr = torch.optim.SGD([lr], lr=config.lr_lr, momentum=config.momentum)
     opt_w = torch.optim.SGD(weights.parameters(), lr=config.lr_weights, momentum=config.momentum) if weights else None
     start_it, skipped, resumed_from = 0, 0, 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE, map_location=device, weights_only=False)
+    if (state := load_reported_state(ray.train.get_checkpoint(), STATE, map_location=device)) is not None:
         syn.data.copy_(state["images"])
         lr.data.fill_(state["lr"])
         opt_img.load_state_dict(state["opt_img"])

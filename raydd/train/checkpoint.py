@@ -19,7 +19,7 @@ from raydd.io.storage import download_file, is_remote, list_files, mirror_of, re
 from raydd.models.observer import Observer
 from raydd.models.registry import Normalization, get_model
 
-__all__ = ["CHECKPOINT_FILE", "find_checkpoint", "load_model_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "find_checkpoint", "load_model_checkpoint", "load_reported_state", "save_checkpoint"]
 
 CHECKPOINT_FILE = "model.pt"
 FORMAT = "raydd.checkpoint.v1"
@@ -50,6 +50,16 @@ def save_checkpoint(folder: Path, *, model: nn.Module, model_name: str, model_ar
     torch.save(state, tmp)
     os.replace(tmp, target)
     return target
+
+
+def load_reported_state(checkpoint: Any, filename: str, map_location: str | torch.device = "cpu"
+                        ) -> dict[str, Any] | None:
+    """The state a Ray Train or Tune run saved as ``filename`` with its latest reported checkpoint, or None
+    when the run starts fresh (``checkpoint`` is what ``get_checkpoint()`` returned)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / filename, map_location=map_location, weights_only=False)
 
 
 def _mirror_checkpoints(uri: str) -> Path:

@@ -27,7 +27,7 @@ from raydd.data import ClassMap, DecodeStats, list_images, load_class_map, sampl
 from raydd.data.memory import load_tensor_images
 from raydd.models.registry import IMAGENET_NORM, Normalization, get_entry, get_model
 from raydd.train.augment import random_crop_flip
-from raydd.train.checkpoint import CHECKPOINT_FILE, save_checkpoint
+from raydd.train.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
 from raydd.train.config import TrainConfig
 
 __all__ = ["build_model", "build_optimizer", "evaluate_accuracy", "lr_at", "train_loop_per_worker"]
@@ -122,10 +122,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model, model_args = build_model(config.model, cmap.num_classes, size)
     optimizer = build_optimizer(model, config)
     start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    if (state := load_reported_state(ray.train.get_checkpoint(), CHECKPOINT_FILE)) is not None:
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = int(state["epoch"])
