@@ -1,4 +1,4 @@
-"""Distil with RDED and evaluate under the RDED protocol beside the random-subset baseline.
+r"""Distil with RDED and evaluate under the RDED protocol beside the random-subset baseline.
 
     python benchmarks/evaluate_bench.py cifar10 --ipc 1 10 50          # ResNet-20 observer, ConvNet-3 students
     python benchmarks/evaluate_bench.py cifar10 --observer checkpoint@RUN  # an observer from `raydd train`

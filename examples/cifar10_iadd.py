@@ -1,4 +1,4 @@
-"""IADD on CIFAR-10 through the raydd API: expert trajectories → importance-weighted matching → evaluation.
+r"""IADD on CIFAR-10 through the raydd API: expert trajectories → importance-weighted matching → evaluation.
 
 On a cluster (experts and matching on Ray Train workers, students as Ray Tune trials; paths local, on
 shared storage, or s3://…)::

@@ -1,4 +1,4 @@
-"""The Python API from a driver script: RDED, MTT and IADD on the same data, each evaluated beside the others.
+r"""The Python API from a driver script: RDED, MTT and IADD on the same data, each evaluated beside the others.
 
     python examples/driver_api.py --smoke-test --out /tmp/api-smoke       # the built-in CIFAR-10 sample, CPU
     python examples/driver_api.py --data /data/cifar10/train --val-data /data/cifar10/test \

@@ -1,4 +1,4 @@
-"""RDED on ImageNet-1K (or any ImageNet subset) through the raydd API.
+r"""RDED on ImageNet-1K (or any ImageNet subset) through the raydd API.
 
 The same file runs on a laptop against a small local folder and unchanged on a cluster::
 
