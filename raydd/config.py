@@ -81,7 +81,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         )
-        text = f"{f.metadata.get('help', '')} (default: {default!r})"
+        text = f.metadata.get("help", "")
+        if default is not None and "default" not in text:  # a help that explains its default keeps its words
+            text += f" (default: {default!r})"
         if kind is bool:
             parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=text)

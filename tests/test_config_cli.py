@@ -33,6 +33,23 @@ def test_every_flag_has_help(capsys):
         assert flag in text
 
 
+@pytest.mark.parametrize(("command", "stated"), [
+    ("rded", "--mipc MIPC candidate images drawn per class (default: 300)"),
+    ("evaluate", "--mix MIX RDED: cutmix or mixup (default: 'cutmix')"),
+    ("experts", "--model MODEL zoo model of the experts (default: 'convnet3')"),
+    ("match", "--method METHOD iadd (learned importance weights) or mtt (W = 1) (default: 'iadd')"),
+    ("train", "--input-size INPUT_SIZE image side in pixels (default: the model's)"),
+])
+def test_help_states_each_default_once_and_never_as_none(command, stated, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert stated in text
+    assert "(default: None)" not in text
+    for entry in text.split(" --")[1:]:
+        assert entry.count("default") <= 1, entry
+
+
 def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "none"), "--num-workers", "0"]) == 2
     assert "no such image source" in capsys.readouterr().err

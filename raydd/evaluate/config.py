@@ -29,11 +29,13 @@ class EvalConfig:
     student: str = option("convnet3", help="student model from the zoo")
     input_size: int | None = option(None, help="student input side (default: the distilled images')")
     teacher: str | None = option(None, help="RDED: teacher observer spec (default: the set's first observer)")
-    class_map: str | None = option(None, help="RDED: class map for the teacher ('imagenet' for wnid folders)")
+    class_map: str | None = option(None, help="RDED: class map for the teacher ('imagenet' for wnid folders; "
+                                              "default: by the teacher's class names, else sorted folders)")
     soft_labels: str = option("online", help="RDED: online (teacher on every batch) or stored (the set's labels)")
     temperature: float | None = option(None, help="RDED: KD temperature (default 20 with CutMix, 4 with Mixup)")
     mix: str = option("cutmix", help="RDED: cutmix or mixup")
-    factor: int | None = option(None, help="RDED: patches per side for strip shuffling and the crop scale")
+    factor: int | None = option(None, help="RDED: patches per side for strip shuffling and the crop scale "
+                                           "(default: the set's)")
     epochs: int | None = option(None, help="epochs (default: 300 RDED, 1000 MTT)")
     batch_size: int | None = option(None, help="batch size (default: RDED's by IPC; 256 for MTT)")
     lr: float | None = option(None, help="learning rate (default: 1e-3 RDED; the set's learned lr, else 0.01, MTT)")

@@ -27,7 +27,8 @@ class RdedConfig:
     input_size: int | None = option(None, help="distilled image side (default: the first observer's input)")
     min_scale: float = option(0.08, help="smallest crop area, as a fraction of the image")
     max_scale: float = option(1.0, help="largest crop area, as a fraction of the image")
-    class_map: str | None = option(None, help="'sorted', 'imagenet' (wnid folders), or a JSON/text file")
+    class_map: str | None = option(None, help="'sorted', 'imagenet' (wnid folders), or a JSON/text file "
+                                              "(default: by the observer's class names, else sorted)")
     classes: list[str] | None = option(None, help="distil only these class folders (default: all)",
                                        flags=("--class",))
     seed: int = option(0, help="seed for candidate sampling and crop boxes")
