@@ -71,21 +71,23 @@ def main() -> None:
         for method in args.methods:
             # IADD's folders name the granularity, so a rerun never collects another granularity's result.
             tag = method if method == "mtt" else f"iadd-{args.granularity}"
-            done = os.path.join(args.out, f"eval-{tag}-ipc{ipc}", "report.json")
+            set_dir = os.path.join(args.out, f"{tag}-ipc{ipc}")
+            eval_dir = os.path.join(args.out, f"eval-{tag}-ipc{ipc}")
+            done = os.path.join(eval_dir, "report.json")
             if os.path.exists(done):  # finished by an earlier invocation: collect, do not rerun
                 with open(done) as f:
                     report = json.load(f)
-                _collect(row, method, report, DistilledSet(os.path.join(args.out, f"{tag}-ipc{ipc}")))
+                _collect(row, method, report, DistilledSet(set_dir))
                 continue
             started = time.perf_counter()
             distilled = match(MatchConfig(data=train, experts=os.path.join(args.out, "experts"),
-                                          out=os.path.join(args.out, f"{tag}-ipc{ipc}"), method=method, ipc=ipc,
+                                          out=set_dir, method=method, ipc=ipc,
                                           iterations=iterations, checkpoint_every=10, num_workers=args.workers,
                                           granularity=args.granularity, **MATCH[ipc]))
             match_s = time.perf_counter() - started
             started = time.perf_counter()
             report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=test, protocol="mtt",
-                                         out=os.path.join(args.out, f"eval-{tag}-ipc{ipc}"),
+                                         out=eval_dir,
                                          epochs=args.eval_epochs, seeds=args.seeds, eval_every=100,
                                          baseline="random" if method == "mtt" else "none", real_data=train))
             _collect(row, method, report, distilled)
