@@ -20,7 +20,7 @@ from _machine import machine, shared_dataset, shared_path
 
 from raydd._runtime import tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
-from raydd.evaluate.config import TRAIN_PRECISIONS
+from raydd.models.precision import TRAIN_PRECISIONS
 from raydd.rded import RdedConfig, distill
 
 JOBS = {

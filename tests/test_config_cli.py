@@ -23,6 +23,8 @@ def test_unknown_and_missing_keys_are_errors(tmp_path):
 def test_invalid_values_say_what_is_allowed():
     with pytest.raises(ValueError, match="optimizer must be one of"):
         TrainConfig(data="/d", optimizer="lamb")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(data="/d", precision="fp16")
 
 
 def test_every_flag_has_help(capsys):

@@ -14,8 +14,8 @@ def test_two_workers_train_resume_and_load_as_observer(tmp_path, ray_session):
     first = fit(config)
     assert first.metrics["epoch"] == 1 and first.metrics["resumed_from"] == 0
 
-    config.epochs = 4
-    second = fit(config)  # same name and storage: continues after epoch 1
+    config.epochs, config.precision = 4, "bf16"
+    second = fit(config)  # same name and storage: continues after epoch 1, now under bf16 autocast
     assert second.metrics["resumed_from"] == 1 and second.metrics["epoch"] == 4
     assert second.metrics["val_acc"] >= 0.9  # the generated classes are separable by colour
 

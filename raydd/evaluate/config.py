@@ -5,13 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raydd.config import option
+from raydd.models.precision import TRAIN_PRECISIONS
 
 __all__ = ["EvalConfig", "rded_batch_size"]
 
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("none", "random", "random_patches", "both")
-# fp16 training would need loss scaling; bf16 keeps fp32's range and needs none.
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def rded_batch_size(ipc: int, num_classes: int) -> int:

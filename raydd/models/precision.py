@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PRECISIONS", "autocast", "autocast_dtype"]
+__all__ = ["PRECISIONS", "TRAIN_PRECISIONS", "autocast", "autocast_dtype"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Training leaves fp16 out: its small range would need loss scaling, and bf16 does the same job without it.
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raydd.config import option
+from raydd.models.precision import TRAIN_PRECISIONS
 
 __all__ = ["TrainConfig"]
 
@@ -29,6 +30,7 @@ class TrainConfig:
     schedule: str = option("cosine", help="cosine (to 0), step (x0.1 at half) or constant")
     label_smoothing: float = option(0.0, help="cross-entropy label smoothing")
     augment: bool = option(True, help="random crop (padding size/8) and horizontal flip")
+    precision: str = option("auto", help="forward-pass autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
     seed: int = option(0, help="seed for init, shuffling and augmentation")
     num_workers: int = option(1, help="Ray Train workers (DDP); 0 runs in the driver process")
     use_gpu: bool = option(False, help="one GPU per worker")
@@ -44,5 +46,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS} (fp16 would need loss scaling)")
         if self.num_workers < 0:
             raise ValueError("num_workers must be >= 0 (0 runs in the driver process)")

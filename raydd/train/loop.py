@@ -25,6 +25,7 @@ from torch import nn
 from raydd._runtime import tune_allocator
 from raydd.data import ClassMap, DecodeStats, list_images, load_class_map, sample_per_class
 from raydd.data.memory import load_tensor_images
+from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, Normalization, get_entry, get_model
 from raydd.train.augment import random_crop_flip
 from raydd.train.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
@@ -69,13 +70,15 @@ def _to_input(images: torch.Tensor, norm: Normalization, device: torch.device) -
 
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization,
-                      device: torch.device, batch_size: int = 512) -> tuple[int, int]:
-    """(correct, total) of a model on a uint8 tensor of images."""
+                      device: torch.device, batch_size: int = 512,
+                      dtype: torch.dtype | None = None) -> tuple[int, int]:
+    """(correct, total) of a model on a uint8 tensor of images, its forward autocast to ``dtype``."""
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
         x = _to_input(images[start:start + batch_size], norm, device)
-        pred = model(x).argmax(1).cpu()
+        with autocast(device, dtype):
+            pred = model(x).argmax(1).cpu()
         correct += int((pred == labels[start:start + batch_size]).sum())
     return correct, len(images)
 
@@ -109,6 +112,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     entry = get_entry(config.model)
     size = config.input_size or entry.input_size
     norm = IMAGENET_NORM
+    dtype = autocast_dtype(config.precision, device)
 
     stats = DecodeStats()
     refs, labels, cmap, fs = _shard_refs(config, config.data, None, rank, world)
@@ -147,8 +151,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if config.augment:
                 x = random_crop_flip(x, padding, generator)
             y = train_y[batch].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            with autocast(device, dtype):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -167,7 +172,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "resumed_from": start_epoch,
         }
         if val_x is not None:
-            c, n = _all_reduce(list(evaluate_accuracy(model, val_x, val_y, norm=norm, device=device)))
+            counts = evaluate_accuracy(model, val_x, val_y, norm=norm, device=device, dtype=dtype)
+            c, n = _all_reduce(list(counts))
             metrics["val_acc"] = c / max(1.0, n)
         last = epoch + 1 == config.epochs
         if rank == 0:
