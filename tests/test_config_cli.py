@@ -3,6 +3,7 @@ import pytest
 from raydd.cli import get_parser, main
 from raydd.config import config_from_args, load_config
 from raydd.train import TrainConfig
+from raydd.train.trainer import run_torch_trainer
 
 
 def test_yaml_then_flags_precedence(tmp_path):
@@ -25,6 +26,14 @@ def test_invalid_values_say_what_is_allowed():
         TrainConfig(data="/d", optimizer="lamb")
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(data="/d", precision="fp16")
+    with pytest.raises(ValueError, match="num_workers must be at least 1"):
+        TrainConfig(data="/d", num_workers=0)
+
+
+def test_ray_train_local_mode_is_refused_before_ray_starts():
+    # Ray Train's local mode (0 workers) keeps no checkpoint: a run would lose its result and never resume.
+    with pytest.raises(ValueError, match="local mode"):
+        run_torch_trainer(lambda config: None, {}, num_workers=0, use_gpu=False, name="x", storage_path="/tmp/x")
 
 
 def test_every_flag_has_help(capsys):
@@ -53,5 +62,5 @@ def test_help_states_each_default_once_and_never_as_none(command, stated, capsys
 
 
 def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
-    assert main(["train", "--data", str(tmp_path / "none"), "--num-workers", "0"]) == 2
+    assert main(["train", "--data", str(tmp_path / "none")]) == 2
     assert "no such image source" in capsys.readouterr().err

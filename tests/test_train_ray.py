@@ -1,4 +1,4 @@
-"""One real Ray Train run: 2 gloo workers, stopped after an epoch, then resumed from its checkpoint."""
+"""One real Ray Train run: 2 gloo workers, stopped after an epoch, then resumed from its checkpoint on 1."""
 
 from raydd.models import load_observer
 from raydd.train import TrainConfig, fit
@@ -14,8 +14,9 @@ def test_two_workers_train_resume_and_load_as_observer(tmp_path, ray_session):
     first = fit(config)
     assert first.metrics["epoch"] == 1 and first.metrics["resumed_from"] == 0
 
-    config.epochs, config.precision = 4, "bf16"
-    second = fit(config)  # same name and storage: continues after epoch 1, now under bf16 autocast
+    # Same name and storage: continues after epoch 1, now on one worker with both CPUs, under bf16 autocast.
+    config.epochs, config.precision, config.num_workers, config.cpus_per_worker = 4, "bf16", 1, 2
+    second = fit(config)
     assert second.metrics["resumed_from"] == 1 and second.metrics["epoch"] == 4
     assert second.metrics["val_acc"] >= 0.9  # the generated classes are separable by colour
 

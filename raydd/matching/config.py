@@ -11,7 +11,7 @@ from raydd.matching.weights import GRANULARITIES
 __all__ = ["EXECUTION_FIELDS", "MatchConfig"]
 
 # How a run executes, not what it computes: left out of the config hash, so a rerun may change them and resume.
-EXECUTION_FIELDS = ("num_workers", "use_gpu", "memory", "checkpoint_every", "name")
+EXECUTION_FIELDS = ("num_workers", "cpus_per_worker", "use_gpu", "memory", "checkpoint_every", "name")
 
 
 @dataclass
@@ -37,7 +37,8 @@ class MatchConfig:
                                       "recompute one step at a time (same gradient, memory flat, more time)")
     checkpoint_every: int = option(100, help="report a checkpoint every N iterations (and at the end)")
     seed: int = option(0, help="seed of the initial images and of each worker's expert/start draws")
-    num_workers: int = option(1, help="Ray Train workers; gradients are all-reduced (0: in the driver)")
+    num_workers: int = option(1, help="Ray Train workers; gradients are all-reduced")
+    cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
     use_gpu: bool = option(False, help="one GPU per worker")
     name: str = option("match", help="run name under OUT's storage; rerunning resumes")
 
@@ -48,6 +49,7 @@ class MatchConfig:
             raise ValueError(f"memory must be one of {MEMORY_MODES}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}")
-        for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every"):
+        for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every",
+                     "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

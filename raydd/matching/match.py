@@ -270,7 +270,8 @@ def match(config: MatchConfig):
     run = RunFolder.open(config.out, result_hash, kind=config.method)
     write_config_yaml(asdict(config), run.work / "config.yaml")
     result = run_torch_trainer(_match_loop, {"config": asdict(config)}, num_workers=config.num_workers,
-                               use_gpu=config.use_gpu, name=config.name, storage_path=f"{run.storage}/ray")
+                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name=config.name,
+                               storage_path=f"{run.storage}/ray")
     with result.checkpoint.as_directory() as folder:
         state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
     _write_set(config, state, run.work, _zca(config, first))

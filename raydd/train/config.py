@@ -32,7 +32,8 @@ class TrainConfig:
     augment: bool = option(True, help="random crop (padding size/8) and horizontal flip")
     precision: str = option("auto", help="forward-pass autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
     seed: int = option(0, help="seed for init, shuffling and augmentation")
-    num_workers: int = option(1, help="Ray Train workers (DDP); 0 runs in the driver process")
+    num_workers: int = option(1, help="Ray Train workers (DDP)")
+    cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
     use_gpu: bool = option(False, help="one GPU per worker")
     storage_path: str = option("runs", help="where runs and checkpoints are stored (local or URI)")
     name: str = option("train", help="run name; rerunning with the same name and storage resumes")
@@ -43,10 +44,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "checkpoint_every", "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(f"precision must be one of {TRAIN_PRECISIONS} (fp16 would need loss scaling)")
-        if self.num_workers < 0:
-            raise ValueError("num_workers must be >= 0 (0 runs in the driver process)")

@@ -32,18 +32,28 @@ def _storage(path: str) -> str:
 
 
 def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, num_workers: int,
-                      use_gpu: bool, name: str, storage_path: str, keep_checkpoints: int | None = None) -> Any:
-    """Run ``loop`` on ``num_workers`` Ray Train workers (0: in this process) whose processes start with the
-    tuned allocator; rerunning with the same ``name`` and ``storage_path`` resumes. Returns Ray's result."""
+                      use_gpu: bool, name: str, storage_path: str, cpus_per_worker: int = 1,
+                      keep_checkpoints: int | None = None) -> Any:
+    """Run ``loop`` on ``num_workers`` Ray Train workers whose processes start with the tuned allocator and
+    ``cpus_per_worker`` torch threads; rerunning with the same ``name`` and ``storage_path`` resumes.
+    Returns Ray's result.
+
+    Ray Train's local mode (0 workers) is refused: it keeps no checkpoint, so a run could neither resume nor
+    hand back its result. One worker with several CPUs does what it would, with both.
+    """
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    if num_workers > 0:
-        init_ray()
+    if num_workers < 1:
+        raise ValueError("num_workers must be at least 1: Ray Train's local mode (0 workers) keeps no "
+                         "checkpoints; use one worker with more CPUs (cpus_per_worker) instead")
+    init_ray()
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        # Ray sets each worker's OMP_NUM_THREADS, and so torch's thread count, to the CPUs it reserves.
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=_storage(storage_path),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
                              worker_runtime_env=runtime_env()),
@@ -71,7 +81,8 @@ def fit(config: TrainConfig) -> TrainResult:
     """
     _check_inputs(config)
     result = run_torch_trainer(train_loop_per_worker, {"config": asdict(config)}, num_workers=config.num_workers,
-                               use_gpu=config.use_gpu, name=config.name, storage_path=config.storage_path,
+                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name=config.name,
+                               storage_path=config.storage_path,
                                keep_checkpoints=2)
     if result.checkpoint is None:
         raise RuntimeError(f"training run {config.name} finished without a checkpoint")

@@ -51,11 +51,12 @@ class ExpertsConfig:
                                    "the experts, and matching and evaluation apply the same transform")
     zca_reg: float = option(0.1, help="ZCA regularization added to the covariance eigenvalues (published: 0.1)")
     seed: int = option(0, help="expert i starts from seed + i")
-    num_workers: int = option(1, help="Ray Train workers sharing the experts (0: in the driver)")
+    num_workers: int = option(1, help="Ray Train workers sharing the experts")
+    cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
     use_gpu: bool = option(False, help="one GPU per worker")
 
     def __post_init__(self) -> None:
-        for name in ("num_experts", "epochs", "batch_size"):
+        for name in ("num_experts", "epochs", "batch_size", "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -232,5 +233,6 @@ def train_experts(config: ExpertsConfig) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         config.out = str(out)
     run_torch_trainer(_expert_loop, {"config": asdict(config)}, num_workers=config.num_workers,
-                      use_gpu=config.use_gpu, name="experts", storage_path=f"{config.out}/.ray")
+                      cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name="experts",
+                      storage_path=f"{config.out}/.ray")
     return expert_files(config.out)
