@@ -1,10 +1,11 @@
-"""Expert-trajectory throughput: a plain serial loop in one process against Ray Train with 1 and 2 workers.
+"""Expert-trajectory throughput: a plain serial loop in one process against Ray Train workers.
 
     python benchmarks/experts_throughput.py --experts 4 --epochs 2 --per-class 200
 
 All three train the same experts with the same function (``train_expert``: SGD 0.01, batch 256, DSA) on a
 class-balanced CIFAR-10 subset. Each figure is the wall time a user pays: the serial loop's includes reading
-the images, the Ray figures include Ray Train's start-up and each worker's reading.
+the images, the Ray figures include Ray Train's start-up and each worker's reading. Ray Train runs as 1 and
+2 workers of 1 CPU (one torch thread each) and as 1 worker of 2 CPUs (two threads, like the serial loop).
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ def serial(data: str, out: str, args: argparse.Namespace) -> float:
     return time.perf_counter() - started
 
 
-def on_ray(data: str, out: str, workers: int, args: argparse.Namespace) -> float:
+def on_ray(data: str, out: str, workers: int, cpus: int, args: argparse.Namespace) -> float:
     from raydd.trajectories import ExpertsConfig, train_experts
 
     started = time.perf_counter()
     train_experts(ExpertsConfig(data=data, out=out, num_experts=args.experts, epochs=args.epochs,
-                                max_per_class=args.per_class, num_workers=workers))
+                                max_per_class=args.per_class, num_workers=workers, cpus_per_worker=cpus))
     return time.perf_counter() - started
 
 
@@ -63,8 +64,9 @@ def main() -> None:
     data = os.path.join(shared_dataset("cifar10-jpg"), "train")
     work = tempfile.mkdtemp(prefix="raydd-experts-bench-")
     rows = {"serial_loop": serial(data, os.path.join(work, "serial"), args)}
-    for workers in (1, 2):
-        rows[f"ray_train_{workers}_workers"] = on_ray(data, os.path.join(work, f"ray{workers}"), workers, args)
+    for workers, cpus in ((1, 1), (2, 1), (1, 2)):
+        rows[f"ray_train_{workers}_workers_{cpus}_cpus_each"] = on_ray(
+            data, os.path.join(work, f"ray{workers}x{cpus}"), workers, cpus, args)
     expert_epochs = args.experts * args.epochs
     print(json.dumps({"benchmark": "experts_throughput", "experts": args.experts, "epochs": args.epochs,
                       "images": 10 * args.per_class, "torch_threads_serial": torch.get_num_threads(),
