@@ -2,7 +2,7 @@
 
     python benchmarks/experts_throughput.py --experts 4 --epochs 2 --per-class 200
 
-All three train the same experts with the same function (``train_expert``: SGD 0.01, batch 256, DSA) on a
+Every runner trains the same experts with the same function (``train_expert``: SGD 0.01, batch 256, DSA) on a
 class-balanced CIFAR-10 subset. Each figure is the wall time a user pays: the serial loop's includes reading
 the images, the Ray figures include Ray Train's start-up and each worker's reading. Ray Train runs as 1 and
 2 workers of 1 CPU (one torch thread each) and as 1 worker of 2 CPUs (two threads, like the serial loop).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raydd.config import option
-from raydd.models.precision import TRAIN_PRECISIONS
+from raydd.models.precision import check_train_precision
 
 __all__ = ["EvalConfig", "rded_batch_size"]
 
@@ -65,7 +65,6 @@ class EvalConfig:
             raise ValueError("mix must be cutmix or mixup")
         if not self.seeds:
             raise ValueError("at least one seed")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS} (fp16 would need loss scaling)")
+        check_train_precision(self.precision)
         if self.eval_every < 1:
             raise ValueError("eval_every must be at least 1")

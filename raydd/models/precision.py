@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PRECISIONS", "TRAIN_PRECISIONS", "autocast", "autocast_dtype"]
+__all__ = ["PRECISIONS", "TRAIN_PRECISIONS", "autocast", "autocast_dtype", "check_train_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Training leaves fp16 out: its small range would need loss scaling, and bf16 does the same job without it.
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_train_precision(precision: str) -> None:
+    """Refuse a precision that training cannot use, saying which it can (a config's ``__post_init__`` check)."""
+    if precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"precision must be one of {TRAIN_PRECISIONS} (fp16 would need loss scaling)")
 
 
 def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raydd.config import option
-from raydd.models.precision import TRAIN_PRECISIONS
+from raydd.models.precision import check_train_precision
 
 __all__ = ["TrainConfig"]
 
@@ -47,5 +47,4 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every", "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS} (fp16 would need loss scaling)")
+        check_train_precision(self.precision)
