@@ -1,5 +1,3 @@
-import importlib.util
-
 import pytest
 import torch
 
@@ -12,8 +10,6 @@ SMALL = {"convnet3": 32, "convnet4": 64, "cifar_resnet20": 32, "resnet18_small":
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_builds_and_runs(name):
-    if name == "efficientnet_lite0" and importlib.util.find_spec("efficientnet_lite_pytorch") is None:
-        pytest.skip("efficientnet-lite extra not installed")
     entry = get_entry(name)
     model = get_model(name, num_classes=7, weights=None).eval()
     side = SMALL.get(name, 64 if entry.input_size == 224 else entry.input_size)
