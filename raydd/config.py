@@ -40,9 +40,11 @@ def config_hash(config: Any, *, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
-    """Build ``cls`` from an optional YAML file, then keyword overrides; unknown keys raise ``ValueError``."""
-    values: dict[str, Any] = {}
+def load_config(cls: type[C], path: str | Path | None = None, *, defaults: dict[str, Any] | None = None,
+                **overrides: Any) -> C:
+    """Build ``cls`` from ``defaults`` (an entry point's own), then an optional YAML file, then keyword overrides;
+    unknown keys raise ``ValueError``."""
+    values: dict[str, Any] = dict(defaults or {})
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
@@ -94,10 +96,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(*flags, dest=f.name, type=kind, default=None, help=text)
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+def config_from_args(cls: type[C], args: argparse.Namespace, *, defaults: dict[str, Any] | None = None) -> C:
+    """The config a parser built by ``add_config_arguments`` describes: ``defaults`` < ``--config`` < flags."""
     names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return load_config(cls, getattr(args, "config", None), **overrides)
+    return load_config(cls, getattr(args, "config", None), defaults=defaults, **overrides)
 
 
 def write_config(config: Any, path: Path) -> None:

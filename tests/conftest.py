@@ -57,11 +57,12 @@ def image_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
+    """Ray on this machine: 2 CPUs and one logical GPU, where GPU requests schedule (and run on CPU)."""
     import ray
 
     from raydd._runtime import init_ray
 
-    init_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

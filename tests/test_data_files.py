@@ -100,3 +100,42 @@ def test_parquet_table_source(tmp_path):
     assert data[1] == b""
     with pytest.raises(ValueError, match="no image column 'pixels'"):
         list_images(tmp_path, image_column="pixels")
+
+
+def test_probe_reads_the_header_only():
+    from raydd.data.decode import probe
+
+    good = _encode(RGB, "JPEG")
+    assert probe(good).size == (24, 20) and probe(good).tensor_jpeg
+    large = _encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, (150, 200, 3), dtype=np.uint8)), "JPEG")
+    assert probe(large[: len(large) // 2]).size == (200, 150)  # truncated scan data: the header is enough
+    assert not probe(_encode(RGB.convert("CMYK"), "JPEG")).tensor_jpeg  # Pillow's colour conversion
+    assert not probe(_encode(RGB.convert("L"), "JPEG")).tensor_jpeg
+    assert not probe(_encode(RGB, "PNG")).tensor_jpeg and probe(_encode(RGB, "PNG")).size == (24, 20)
+    assert [probe(d).reason for d in (b"", None, b"junk")] == ["empty", "missing", "unreadable"]
+
+
+def test_tensor_decoding_agrees_with_pillow_and_counts_the_same_failures():
+    import torch
+
+    from raydd.data.decode import decode_tensors, probe
+
+    good = _encode(RGB, "JPEG")
+    files = {"good.jpg": good, "cmyk.jpg": _encode(RGB.convert("CMYK"), "JPEG"), "plain.png": _encode(RGB, "PNG"),
+             "cut.jpg": good[: len(good) // 2], "zero.jpg": b"", "junk.jpg": b"\xff\xd8\xff" + b"x" * 50,
+             "gone.jpg": None}
+    refs = list(files)
+    items = list(files.values())
+    # Marked the way the CPU task marks them, except the junk file, which the batch decoder must reject.
+    marks = [probe(d).tensor_jpeg or ref == "junk.jpg" for ref, d in files.items()]
+    stats = DecodeStats()
+    tensors, reasons = decode_tensors(items, marks, device="cpu", refs=refs, stats=stats)
+    reference = DecodeStats()
+    for ref, data, tensor, reason in zip(refs, items, tensors, reasons, strict=True):
+        expected = decode_rgb(data, ref=ref, stats=(one := DecodeStats()))
+        reference.merge(one)
+        if expected is None:
+            assert tensor is None and reason == next(iter(one.skipped)), ref
+        else:
+            assert reason == "" and torch.equal(tensor, torch.from_numpy(np.array(expected)).permute(2, 0, 1)), ref
+    assert stats.decoded == reference.decoded == 3 and stats.skipped == reference.skipped

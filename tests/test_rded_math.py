@@ -1,5 +1,6 @@
 """RDED's stages as pure functions, without Ray."""
 
+import io
 import itertools
 
 import numpy as np
@@ -10,9 +11,9 @@ from PIL import Image
 
 from raydd.rded import RdedConfig
 from raydd.rded.assembly import grid_cells, patch_ranks, stitch
-from raydd.rded.crops import crop_rng, cut_box, draft_size, sample_boxes
+from raydd.rded.crops import crop_rng, cut_box, cut_boxes, draft_size, sample_boxes
 from raydd.rded.labels import dense_logits, patch_views, topk_logits
-from raydd.rded.scoring import pad_to_canvas, realism_scores
+from raydd.rded.scoring import in_fixed_batches, pad_to_canvas, realism_scores, score_crops
 from raydd.rded.selection import best_crops, combine_topk, partial_topk
 
 
@@ -128,13 +129,125 @@ def test_config_refuses_more_patches_than_candidates():
 
 
 def test_fp32_refinement_applies_to_reduced_precision_only():
-    from raydd.rded import RdedConfig
-
     base = dict(data="d", out="o", observers=["x"], ipc=10, factor=2)
-    assert RdedConfig(**base).refine_count == 0  # auto on CPU scores in fp32
-    assert RdedConfig(**base, precision="fp32", refine_margin=5).refine_count == 0
-    assert RdedConfig(**base, num_gpus_per_actor=1).refine_count == 40 // 8 + 2  # auto on GPU: bf16
-    assert RdedConfig(**base, precision="bf16", refine_margin=0).refine_count == 0
-    assert RdedConfig(**base, precision="fp16", refine_margin=7).refine_count == 7
+    assert RdedConfig(**base).refine_count("fp32") == 0
+    assert RdedConfig(**base).refine_count("tf32") == 0
+    assert RdedConfig(**base).refine_count("bf16") == 40 // 8 + 2
+    assert RdedConfig(**base, refine_margin=0).refine_count("bf16") == 0
+    assert RdedConfig(**base, refine_margin=7).refine_count("fp16") == 7
     assert RdedConfig(**base, precision="bf16").scoring_hash() == RdedConfig(**base, precision="bf16",
                                                                             refine_margin=3).scoring_hash()
+
+
+def test_scoring_precision_auto_is_tf32_on_gpu_and_native_bf16_only_on_cpu(monkeypatch):
+    import raydd.models.precision as precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: True)
+    assert precision.resolve_scoring_precision("auto", "cuda") == "tf32"
+    assert precision.resolve_scoring_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda: False)
+    assert precision.resolve_scoring_precision("auto", "cpu") == "fp32"
+    assert precision.resolve_scoring_precision("tf32", "cpu") == "fp32"  # no TF32 on a CPU
+    assert precision.resolve_scoring_precision("bf16", "cpu") == "bf16"  # asked for: given
+    assert precision.autocast_dtype("tf32", "cuda") is None and precision.autocast_dtype("bf16", "cpu") is not None
+
+
+@pytest.mark.parametrize("env, native", [
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, False),
+    ({"ATEN_CPU_CAPABILITY": "avx2"}, False),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, True),
+    ({}, True),
+])
+def test_native_bf16_needs_the_instructions_and_no_isa_cap(monkeypatch, env, native):
+    import raydd.models.precision as precision
+
+    for key in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True, "amx_bf16": False},
+                        raising=False)
+    precision.native_cpu_bf16.cache_clear()
+    try:
+        assert precision.native_cpu_bf16() is native
+        monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True}, raising=False)
+        precision.native_cpu_bf16.cache_clear()
+        assert precision.native_cpu_bf16() is False  # AVX2 only: never native
+    finally:
+        precision.native_cpu_bf16.cache_clear()
+
+
+def test_decode_setting_picks_the_actor_on_gpus_only():
+    base = dict(data="d", out="o", observers=["x"], ipc=1, factor=1, mipc=4)
+    assert not RdedConfig(**base).decode_on_actor
+    assert RdedConfig(**base, num_gpus_per_actor=0.25).decode_on_actor
+    assert not RdedConfig(**base, num_gpus_per_actor=1, decode="tasks").decode_on_actor
+    assert RdedConfig(**base, decode="actor").decode_on_actor
+    with pytest.raises(ValueError, match="decode must be one of"):
+        RdedConfig(**base, decode="gpu")
+
+
+@pytest.mark.parametrize("model, size", [("convnet3", 32), ("cifar_resnet20", 32), ("resnet18", 64)])
+def test_a_crops_score_does_not_depend_on_its_batch_neighbours(model, size):
+    """Ray may batch a crop with any others (GPU actors take bundles of blocks): with forwards of one fixed
+    shape its score must come out bit for bit the same."""
+    from raydd.models import get_entry, get_model
+    from raydd.models.observer import Observer
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 10, **({"input_size": size} if model.startswith("convnet") else {})}
+    entry = get_entry(model)
+    observer = Observer(get_model(model, **kwargs), normalization=entry.normalization, input_size=size,
+                        num_outputs=10, spec=model)
+    crops = torch.randint(0, 256, (13, 3, size // 2, size // 2), dtype=torch.uint8)
+    labels = torch.arange(13) % 10
+
+    def scores(order):
+        return score_crops([observer], crops[order], labels[order], input_size=size, batch_size=8)
+
+    first = scores(torch.arange(13))
+    shuffled = torch.tensor([12, 3, 7, 0, 5, 9, 1, 11, 2, 8, 4, 10, 6])
+    again = scores(shuffled)
+    assert torch.equal(again, first[shuffled])  # every crop in another batch, at another position
+
+
+def test_every_forward_has_the_same_shape():
+    """CPU kernels here happen to give the same bits at any batch size; GPU kernels are chosen by shape, so the
+    shape itself is what must not change."""
+    seen = []
+
+    def forward(x):
+        seen.append(tuple(x.shape))
+        return x * 2
+
+    out = in_fixed_batches(forward, torch.arange(10.0).view(5, 2), 3)
+    assert seen == [(3, 2), (3, 2)] and torch.equal(out, torch.arange(10.0).view(5, 2) * 2)
+
+
+def _jpeg(pixels: np.ndarray, mode: str = "RGB", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).convert(mode).save(buf, format="JPEG", **kwargs)
+    return buf.getvalue()
+
+
+def test_tensor_crops_match_pillow_crops_to_a_grey_level():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:75, 0:100]
+    pixels = np.stack([127 + 100 * np.sin(xx / 9 + c) * np.cos(yy / 7 - c) for c in range(3)], -1)
+    pixels = (pixels + rng.normal(0, 15, pixels.shape)).clip(0, 255).astype(np.uint8)
+    image = Image.open(io.BytesIO(_jpeg(pixels)))
+    image.load()
+    boxes = sample_boxes(100, 75, 6, crop_rng(3, "x.jpg"))
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    ours = cut_boxes(tensor, boxes, [(20, 20)] * 5 + [(21, 20)])
+    for box, crop, size in zip(boxes, ours, [(20, 20)] * 5 + [(21, 20)], strict=True):
+        reference = cut_box(image, box, size).astype(int)
+        got = crop.round().clamp(0, 255).permute(1, 2, 0).numpy().astype(int)
+        assert got.shape == reference.shape and np.abs(got - reference).max() <= 1
+
+
+def test_tensor_crops_take_the_box_they_are_given():
+    pixels = torch.zeros(3, 40, 60, dtype=torch.uint8)
+    pixels[:, 10:30, 30:50] = 200
+    inside, outside = cut_boxes(pixels, np.array([[30, 10, 20], [0, 0, 10]]), [(8, 8), (8, 8)])
+    assert inside.round().eq(200).all() and outside.round().eq(0).all()

@@ -38,7 +38,7 @@ def setup(tmp_path_factory):
 def _config(setup, out, **kwargs):
     root, data, observer = setup
     values = {"data": str(data), "observers": [observer], "out": str(root / out), "ipc": 2, "factor": 2, "mipc": 10,
-              "num_crops": 3, "input_size": 32, "batch_size": 12, "seed": 5}
+              "num_crops": 3, "input_size": 32, "batch_size": 12, "seed": 5, "precision": "fp32"}
     return RdedConfig(**{**values, **kwargs})
 
 
@@ -110,6 +110,45 @@ def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_se
     assert distill(_config(setup, "one", num_actors=1)).path == one.path
     with pytest.raises(OutputExistsError, match="never overwrites"):
         distill(_config(setup, "one", seed=6))
+
+
+def _contents(distilled: DistilledSet) -> tuple[dict, dict]:
+    """What a run produced: its images' bytes and its tables, without the config hash in their metadata."""
+    images = {f: (distilled.path / f).read_bytes() for f in distilled.manifest.column("file").to_pylist()}
+    tables = {name: pq.read_table(distilled.path / name).replace_schema_metadata(None).to_pydict()
+              for name in ("manifest.parquet", "soft_labels.parquet", "scores.parquet")}
+    return images, tables
+
+
+def test_gpu_actors_are_scheduled_and_give_the_cpu_runs_bytes(setup, ray_session):
+    """The session's Ray has one logical GPU: GPU requests must be ones Ray accepts (``map_batches`` refuses
+    GPUs without a batch size), and an actor that finds no CUDA computes what a CPU actor computes."""
+    cpu = distill(_config(setup, "cpu-tasks"))
+    cpu_actor = distill(_config(setup, "cpu-actor", decode="actor"))
+    shared = distill(_config(setup, "gpu-half", precision="auto", num_gpus_per_actor=0.5))  # 2 actors, 1 GPU
+    whole = distill(_config(setup, "gpu-one", precision="auto", num_gpus_per_actor=1, decode="tasks"))
+    assert (shared.stats["decode"], shared.stats["precision"]) == ("actor", "tf32")  # tf32 is fp32 off CUDA
+    assert (whole.stats["decode"], cpu.stats["decode"], cpu_actor.stats["decode"]) == ("tasks", "tasks", "actor")
+    assert _contents(shared) == _contents(cpu_actor)
+    assert _contents(whole) == _contents(cpu)
+    # The two decoders differ only in resampling (Pillow against torch, a grey level apart) on these PNGs.
+    assert _contents(cpu)[1]["scores.parquet"]["boxes"] == _contents(cpu_actor)[1]["scores.parquet"]["boxes"]
+
+
+def test_actor_pools_default_to_the_clusters_resources(setup, ray_session):
+    from dataclasses import replace
+
+    config = _config(setup, "unused")
+    plan, _ = pipeline._plan(config)
+    cpu = pipeline._actor_args(config, plan, "fp32", 64)
+    assert (cpu["compute"].min_size, cpu["compute"].max_size) == (2, 2)  # one actor per CPU Ray has
+    assert cpu["fn_constructor_kwargs"]["threads"] == 1 and cpu["num_cpus"] == 1 and cpu["batch_size"] is None
+    quarter = _config(setup, "unused", num_gpus_per_actor=0.25)
+    gpu = pipeline._actor_args(quarter, replace(plan, gpu=True), "tf32", 64)
+    assert (gpu["compute"].max_size, gpu["num_gpus"], gpu["batch_size"]) == (4, 0.25, 64)
+    assert gpu["num_cpus"] == 0.25  # 4 GPU actors leave half of the 2 CPUs to the tasks that feed them
+    with pytest.raises(ValueError, match="has 1.0 GPUs"):
+        pipeline._actor_args(_config(setup, "unused", num_gpus_per_actor=2), replace(plan, gpu=True), "tf32", 64)
 
 
 def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatch):

@@ -1,17 +1,24 @@
-"""Decoding that survives real files: every colour mode to RGB, bad files counted instead of fatal."""
+"""Decoding that survives real files: every colour mode to RGB, bad files counted instead of fatal.
+
+Two decoders share the rules: ``decode_rgb`` (Pillow, on CPU, with JPEG draft mode) and ``decode_tensors``
+(torchvision's JPEG decoder on the device a tensor is wanted on: nvJPEG on a GPU, batched), which falls back to
+Pillow for every file it cannot take. ``probe`` reads only a file's header: its size, and whether the tensor
+decoder can take it.
+"""
 
 from __future__ import annotations
 
 import io
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["DecodeStats", "decode_rgb"]
+__all__ = ["DecodeStats", "Probe", "decode_rgb", "decode_tensors", "probe"]
 
 
 @dataclass
@@ -91,3 +98,76 @@ def decode_rgb(data: bytes | None, *, ref: str = "", stats: DecodeStats | None =
         return None
     stats.decoded += 1
     return rgb
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a file's header says: its size, whether the tensor decoder takes it (a baseline or progressive
+    YCbCr JPEG), or why it is skipped."""
+
+    size: tuple[int, int] | None
+    tensor_jpeg: bool = False
+    reason: str = ""
+
+
+def probe(data: bytes | None) -> Probe:
+    """Read the header only (no pixel is decoded or allocated): size and format, or the reason to skip."""
+    if data is None:
+        return Probe(None, reason="missing")
+    if len(data) == 0:
+        return Probe(None, reason="empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError, OSError):
+        return Probe(None, reason="unreadable")
+    # CMYK and grayscale JPEGs go to Pillow, whose colour conversion every other path uses.
+    return Probe(image.size, tensor_jpeg=image.format == "JPEG" and image.mode == "RGB")
+
+
+def _jpeg_batch(items: list[bytes], device: torch.device) -> list[torch.Tensor | None]:
+    """torchvision's decoder on a batch; on a failure, file by file, ``None`` for those it rejects."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in items]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29+ points to TorchCodec
+        try:
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
+        except RuntimeError:
+            out: list[torch.Tensor | None] = []
+            for t in tensors:
+                try:
+                    out.append(decode_jpeg(t, mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    out.append(None)
+            return out
+
+
+def decode_tensors(items: Sequence[bytes | None], tensor_jpeg: Sequence[bool], *, device: torch.device | str,
+                   refs: Sequence[str], stats: DecodeStats) -> tuple[list[torch.Tensor | None], list[str]]:
+    """Decode to ``uint8 [3, H, W]`` tensors on ``device``; for a bad file ``None`` and its reason (also
+    counted in ``stats``), ``""`` for the others.
+
+    The files marked ``tensor_jpeg`` (``probe``) decode in one batch on ``device``; the others, and any the
+    batch decoder rejects, decode with Pillow (full size) and move there.
+    """
+    device = torch.device(device)
+    out: list[torch.Tensor | None] = [None] * len(items)
+    reasons = [""] * len(items)
+    batch = [i for i, ok in enumerate(tensor_jpeg) if ok and items[i]]
+    for i, tensor in zip(batch, _jpeg_batch([items[i] for i in batch], device) if batch else [], strict=True):
+        if tensor is not None:
+            out[i] = tensor
+            stats.decoded += 1
+    for i, data in enumerate(items):
+        if out[i] is None:
+            one = DecodeStats()
+            image = decode_rgb(data, ref=refs[i], stats=one)
+            stats.merge(one)
+            if image is None:
+                reasons[i] = next(iter(one.skipped))
+            else:
+                out[i] = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(device)
+    return out, reasons

@@ -1,17 +1,18 @@
-"""The configuration of one RDED distillation; defaults are the published settings (DESIGN §1)."""
+"""The configuration of one RDED distillation; defaults are the published settings (RDED, Sun et al. 2024)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from raydd.config import config_hash, option
-from raydd.models.precision import PRECISIONS
+from raydd.models.precision import PRECISIONS, REDUCED
 
-__all__ = ["RdedConfig"]
+__all__ = ["DECODERS", "RdedConfig"]
 
 # Settings that change how fast a run goes, never what it produces: left out of the config hash.
 EXECUTION_FIELDS = ("out", "num_actors", "num_gpus_per_actor", "threads_per_actor", "batch_size", "block_images",
                     "scores_part_images", "from_scores", "address")
+DECODERS = ("auto", "tasks", "actor")
 
 
 @dataclass
@@ -32,7 +33,11 @@ class RdedConfig:
     classes: list[str] | None = option(None, help="distil only these class folders (default: all)",
                                        flags=("--class",))
     seed: int = option(0, help="seed for candidate sampling and crop boxes")
-    precision: str = option("auto", help="scoring precision: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16")
+    precision: str = option("auto", help="scoring precision: auto (tf32 on GPU; on CPU bf16 where the cores have "
+                                         "native bf16, else fp32), fp32, tf32, bf16, fp16")
+    decode: str = option("auto", help="where candidates are decoded: tasks (CPU tasks, Pillow with JPEG draft mode), "
+                                      "actor (on the scoring actor's device: nvJPEG on a GPU), auto (actor on GPU "
+                                      "actors, else tasks)")
     channels_last: bool = option(True, help="channels-last memory format for the observers")
     jpeg_draft: bool = option(True, help="decode JPEGs at reduced size when crops are much smaller")
     refine_margin: int | None = option(None, help="with bf16/fp16 scoring: rescore in fp32 every crop of each "
@@ -40,9 +45,10 @@ class RdedConfig:
                                                   "is fp32's (default: ipc·factor²/8 + 2; 0: off)")
     soft_label_topk: int = option(10, help="logits kept per soft label (fp16 top-k)")
     image_format: str = option("png", help="png (lossless) or jpeg")
-    num_actors: int = option(1, help="scoring actors (observer replicas)")
+    num_actors: int | None = option(None, help="scoring actors, observer replicas (default: one per CPU for CPU "
+                                               "actors, GPUs / num_gpus_per_actor for GPU actors)")
     num_gpus_per_actor: float = option(0.0, help="GPUs per scoring actor (0: CPU)")
-    threads_per_actor: int | None = option(None, help="torch threads per CPU actor (default: cores / actors)")
+    threads_per_actor: int | None = option(None, help="torch threads per CPU actor (default: CPUs / actors)")
     batch_size: int | None = option(None, help="crops per observer forward (default: 256 on GPU; on CPU 32 at "
                                                 "fp32, 64 at bf16/fp16, which keeps an actor under 2 GB)")
     block_images: int = option(256, help="candidate images per Ray Data block (each block: one actor call)")
@@ -70,6 +76,10 @@ class RdedConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}")
         if self.image_format not in ("png", "jpeg"):
             raise ValueError("image_format must be png or jpeg")
+        if self.decode not in DECODERS:
+            raise ValueError(f"decode must be one of {DECODERS}")
+        if self.num_gpus_per_actor < 0:
+            raise ValueError("num_gpus_per_actor must be 0 (CPU) or more")
 
     @property
     def per_class(self) -> int:
@@ -77,10 +87,14 @@ class RdedConfig:
         return self.ipc * self.factor**2
 
     @property
-    def refine_count(self) -> int:
-        """Images per class beyond ``per_class`` whose crops are rescored in fp32 (0 when scoring is fp32)."""
-        reduced = self.precision in ("bf16", "fp16") or (self.precision == "auto" and self.num_gpus_per_actor > 0)
-        if not reduced:
+    def decode_on_actor(self) -> bool:
+        """Whether the scoring actors decode the candidates (else CPU tasks do)."""
+        return self.decode == "actor" or (self.decode == "auto" and self.num_gpus_per_actor > 0)
+
+    def refine_count(self, precision: str) -> int:
+        """Images per class beyond ``per_class`` whose crops are rescored in fp32 when scoring ran at the resolved
+        ``precision`` (0 unless that is bf16 or fp16)."""
+        if precision not in REDUCED:
             return 0
         return self.per_class // 8 + 2 if self.refine_margin is None else self.refine_margin
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast
 from raydd.rded.assembly import grid_cells
+from raydd.rded.scoring import in_fixed_batches
 
 __all__ = ["dense_logits", "ensemble_logits", "patch_views", "topk_logits"]
 
@@ -24,11 +25,12 @@ __all__ = ["dense_logits", "ensemble_logits", "patch_views", "topk_logits"]
 @torch.inference_mode()
 def ensemble_logits(observers: Sequence[Observer], images: torch.Tensor, *, batch_size: int = 64,
                     autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Mean logits of ``observers`` on uint8 images ``[N, 3, S, S]`` resized to each observer's input."""
+    """Mean logits of ``observers`` on images ``[N, 3, S, S]`` (uint8, on any device) resized to each
+    observer's input, in forwards of exactly ``batch_size`` images (``in_fixed_batches``); on the CPU."""
     device = next(observers[0].parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        pixels = images[start:start + batch_size].to(device).float().div_(255.0)
+
+    def forward(chunk: torch.Tensor) -> torch.Tensor:
+        pixels = chunk.to(device).float().div_(255.0)
         total = None
         for observer in observers:
             x = pixels
@@ -38,12 +40,14 @@ def ensemble_logits(observers: Sequence[Observer], images: torch.Tensor, *, batc
             with autocast(device, autocast_dtype):
                 logits = observer(x).float()
             total = logits if total is None else total + logits
-        out.append((total / len(observers)).cpu())
-    return torch.cat(out)
+        return total / len(observers)
+
+    return in_fixed_batches(forward, images, batch_size).cpu()
 
 
 def patch_views(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """Every grid cell of uint8 images ``[N, 3, S, S]`` resized back to ``S``: ``[N·factor², 3, S, S]``."""
+    """Every grid cell of uint8 images ``[N, 3, S, S]`` resized back to ``S``: ``[N·factor², 3, S, S]``, on the
+    images' device (a GPU actor keeps them there)."""
     size = images.shape[-1]
     views = [
         F.interpolate(images[:, :, top:top + h, left:left + w].float(), size=(size, size), mode="bilinear",

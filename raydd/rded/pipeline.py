@@ -1,20 +1,20 @@
-"""RDED as a Ray Data pipeline: candidates → crops (tasks) → scores (observer actors) → per-class top-k →
-stitch (tasks) → soft labels (observer actors) → the distilled-set folder.
+"""RDED as a Ray Data pipeline: candidates → crops → scores (observer actors) → per-class top-k → stitch →
+soft labels (observer actors) → the distilled-set folder. This module is the orchestration; the CPU work is
+in ``raydd.rded.tasks``, the observers' in ``raydd.rded.actors``.
 
-Pixels only travel from the crop tasks to the scoring actors; what reaches the driver is one small row per
-candidate image (its boxes and scores), written to Parquet parts as it arrives so that a killed run resumes
-without rescoring what finished.
+Pixels never reach the driver: what it receives while scoring is one small row per candidate image (its boxes
+and scores), written to Parquet parts as it arrives so that a killed run resumes without rescoring what
+finished. Candidates are decoded either by CPU tasks or, on GPU actors, by the actors themselves (nvJPEG);
+the CPU tasks then only read the bytes and the header.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +22,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
-from PIL import Image
 
 from raydd._runtime import init_ray, tune_allocator
-from raydd.data import ClassMap, DecodeStats, decode_rgb, list_images, read_image_bytes, sample_per_class
-from raydd.data.filesystem import join, resolve
+from raydd.data import ClassMap, list_images, sample_per_class
+from raydd.data.filesystem import resolve
 from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_json, write_parquet
 from raydd.io.montage import write_montage
 from raydd.io.storage import is_remote
-from raydd.models.observer import Observer, load_observer
-from raydd.models.precision import autocast_dtype
-from raydd.rded.assembly import grid_cells, patch_ranks, stitch
+from raydd.models.observer import load_observer
+from raydd.models.precision import resolve_scoring_precision
+from raydd.rded import tasks
+from raydd.rded.actors import LabelImages, ScoreCrops
+from raydd.rded.assembly import patch_ranks
 from raydd.rded.config import RdedConfig
-from raydd.rded.crops import crop_rng, cut_box, draft_size, sample_boxes
-from raydd.rded.labels import ensemble_logits, patch_views, topk_logits
-from raydd.rded.scoring import score_crops
-from raydd.rded.selection import best_crops, combine_topk, partial_topk
+from raydd.rded.crops import draft_size
+from raydd.rded.selection import combine_topk, partial_topk
 
 __all__ = ["distill"]
 
@@ -55,6 +53,8 @@ class _Plan:
     columns: list[list[int] | None]
     input_size: int
     crop_size: int
+    precision: str  # the scoring precision "auto" resolved to on the actors' kind of device
+    gpu: bool
 
 
 def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
@@ -71,8 +71,10 @@ def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
         columns.append([other[c] for c in cmap.classes])
     input_size = config.input_size or observers[0].input_size
     fs, root = resolve(config.data)
+    gpu = config.num_gpus_per_actor > 0
     plan = _Plan(fs=fs, root=root, classes=cmap.classes, columns=columns, input_size=input_size,
-                 crop_size=input_size // config.factor)
+                 crop_size=input_size // config.factor, gpu=gpu,
+                 precision=resolve_scoring_precision(config.precision, "cuda" if gpu else "cpu"))
     return plan, index
 
 
@@ -101,119 +103,42 @@ def _driver_rows(table: pa.Table, block_rows: int) -> Any:
     return ray.data.from_items(table.to_pylist(), override_num_blocks=-(-table.num_rows // block_rows))
 
 
-def _cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int, crop_size: int,
-               scale: tuple[float, float], jpeg_draft: bool) -> dict[str, np.ndarray]:
-    """Step 2, on CPU tasks: decode each candidate once and cut its seeded crops."""
-    tune_allocator()
-    names = [str(n) for n in batch["name"]]
-    n = len(names)
-    crops = np.zeros((n, num_crops, crop_size, crop_size, 3), dtype=np.uint8)
-    boxes = np.zeros((n, num_crops, 3), dtype=np.int32)
-    sizes = np.zeros((n, 2), dtype=np.int32)
-    reasons = np.full(n, "", dtype=object)
-    for i, (name, data) in enumerate(zip(names, read_image_bytes([join(root, m) for m in names], fs), strict=True)):
-        drawn: dict[str, Any] = {}
+def _actor_args(config: RdedConfig, plan: _Plan, precision: str, batch_rows: int) -> dict[str, Any]:
+    """``map_batches`` arguments of an observer actor pool. GPU actors get an explicit batch size (Ray Data
+    requires one when GPUs are requested); forwards of a fixed shape keep the results independent of it."""
+    import ray
+    import ray.data
 
-        def draw(size: tuple[int, int], name: str = name, drawn: dict = drawn) -> tuple[int, int] | None:
-            drawn["size"] = size
-            drawn["boxes"] = sample_boxes(size[0], size[1], num_crops, crop_rng(seed, name), scale)
-            return draft_size(size, drawn["boxes"], crop_size) if jpeg_draft else None
-
-        stats = DecodeStats()
-        image = decode_rgb(data, ref=name, stats=stats, draft=draw)
-        if image is None:
-            reasons[i] = next(iter(stats.skipped))
-            continue
-        if "boxes" not in drawn:
-            draw(image.size)
-        sizes[i] = drawn["size"]
-        boxes[i] = drawn["boxes"]
-        for j, box in enumerate(drawn["boxes"]):
-            crops[i, j] = cut_box(image, box, crop_size, original_size=drawn["size"])
-    return {"image_id": batch["image_id"], "class_index": batch["class_index"], "name": batch["name"],
-            "crops": crops, "boxes": boxes, "size": sizes, "reason": reasons}
-
-
-def forward_batch_size(device: torch.device, dtype: torch.dtype | None) -> int:
-    """The default crops per forward. A GPU wants many. On CPU, fp32 at 32 runs as fast as at 64
-    (EfficientNet-Lite0 at 224: 91 against 86 img/s on one thread) with a third less peak memory (1.3 against
-    2.1 GB); bf16 halves the activations, and at 64 it runs 7-13 % faster than at 32 in the same memory."""
-    if device.type == "cuda":
-        return 256
-    return 32 if dtype is None else 64
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
+    if plan.gpu:
+        default = int(resources.get("GPU", 0) / config.num_gpus_per_actor)
+        if default < 1 and config.num_actors is None:
+            raise ValueError(f"num_gpus_per_actor = {config.num_gpus_per_actor} but the Ray cluster has "
+                             f"{resources.get('GPU', 0)} GPUs; lower it, or score on CPU with 0")
+    else:
+        default = cpus
+    actors = config.num_actors or default
+    args: dict[str, Any] = {
+        "compute": ray.data.ActorPoolStrategy(size=actors),
+        "fn_constructor_args": (list(config.observers), plan.columns),
+        "fn_constructor_kwargs": {"precision": precision, "channels_last": config.channels_last,
+                                  "threads": config.threads_per_actor or max(1, cpus // actors),
+                                  "batch_size": config.batch_size, "input_size": plan.input_size},
+        "batch_size": batch_rows if plan.gpu else None,
+    }
+    if plan.gpu:
+        # A GPU actor still keeps a core busy (launching kernels, decoding what nvJPEG cannot), but it must not
+        # take the cores its CPU tasks need to read and encode: GPU actors reserve at most half of them.
+        args["num_gpus"] = config.num_gpus_per_actor
+        args["num_cpus"] = min(1.0, cpus / (2 * actors))
+    else:
+        args["num_cpus"] = 1
+    return args
 
 
-class _ObserverActor:
-    """Holds the observers once per actor (on its GPU if it has one), restricted to the data's classes."""
-
-    def __init__(self, specs: list[str], columns: list[list[int] | None], *, precision: str, channels_last: bool,
-                 threads: int | None, batch_size: int | None, input_size: int) -> None:
-        tune_allocator()
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.threads = threads if self.device.type == "cpu" else None
-        self.observers: list[Observer] = [load_observer(s, device=self.device).restrict(c)
-                                          for s, c in zip(specs, columns, strict=True)]
-        self.channels_last = channels_last
-        if channels_last:
-            for observer in self.observers:
-                observer.to(memory_format=torch.channels_last)
-        self.dtype = autocast_dtype(precision, self.device)
-        self.batch_size = batch_size or forward_batch_size(self.device, self.dtype)
-        self.input_size = input_size
-
-    def _set_threads(self) -> None:
-        # OpenMP's thread count is per calling thread, and Ray Data calls the UDF from another thread than
-        # __init__ (where Ray's OMP_NUM_THREADS=1 applies): set it where the work runs.
-        if self.threads and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)
-
-
-class ScoreCrops(_ObserverActor):
-    """Step 3: realism scores of every crop; returns small rows (boxes and scores), never pixels."""
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._set_threads()
-        crops = batch["crops"]
-        n, num_crops = crops.shape[:2]
-        ok = np.array([r == "" for r in batch["reason"]], dtype=bool)
-        scores = np.full((n, num_crops), np.nan, dtype=np.float32)
-        rows = np.flatnonzero(ok)
-        if len(rows):
-            side = crops.shape[2]
-            pixels = torch.from_numpy(crops[rows]).reshape(-1, side, side, 3).permute(0, 3, 1, 2)
-            labels = torch.from_numpy(np.repeat(batch["class_index"][rows], num_crops).astype(np.int64))
-            out = [score_crops(self.observers, pixels[s:s + self.batch_size], labels[s:s + self.batch_size],
-                               input_size=self.input_size, autocast_dtype=self.dtype,
-                               channels_last=self.channels_last)
-                   for s in range(0, len(pixels), self.batch_size)]
-            scores[rows] = torch.cat(out).numpy().reshape(len(rows), num_crops)
-        best, best_score = best_crops(scores)
-        return {"image_id": batch["image_id"], "class_index": batch["class_index"], "name": batch["name"],
-                "boxes": batch["boxes"], "size": batch["size"], "crop_scores": scores, "best_crop": best,
-                "score": best_score.astype(np.float32), "reason": batch["reason"]}
-
-
-def _fixed(array: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    width = int(np.prod(array.shape[1:]))
-    return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), dtype), width)
-
-
-def _scores_table(batch: dict[str, np.ndarray]) -> pa.Table:
-    return pa.table({
-        "image_id": pa.array(batch["image_id"], pa.int64()),
-        "class_index": pa.array(batch["class_index"], pa.int32()),
-        "name": pa.array([str(n) for n in batch["name"]], pa.string()),
-        "boxes": _fixed(batch["boxes"], pa.int32()),
-        "size": _fixed(batch["size"], pa.int32()),
-        "crop_scores": _fixed(batch["crop_scores"], pa.float32()),
-        "best_crop": pa.array(batch["best_crop"], pa.int32()),
-        "score": pa.array(batch["score"], pa.float32()),
-        "skipped": pa.array([str(r) for r in batch["reason"]], pa.string()),
-    })
-
-
-def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Path, stats: dict[str, Any]
-           ) -> list[pa.Table]:
+def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Path, stats: dict[str, Any], *,
+           precision: str, block_images: int) -> list[pa.Table]:
     """Steps 2–3 through Ray Data; returns the score parts (earlier runs' parts included)."""
     parts_dir.mkdir(parents=True, exist_ok=True)
     parts = [pq.read_table(p) for p in sorted(parts_dir.glob("part-*.parquet"))]
@@ -224,14 +149,17 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
     if todo.num_rows == 0:
         return parts
     init_ray(config.address)
-    ds = _driver_rows(todo, config.block_images).map_batches(
-        _cut_crops, batch_size=None, batch_format="numpy",
-        fn_kwargs={"fs": plan.fs, "root": plan.root, "seed": config.seed, "num_crops": config.num_crops,
-                   "crop_size": plan.crop_size, "scale": (config.min_scale, config.max_scale),
-                   "jpeg_draft": config.jpeg_draft},
-    ).map_batches(
-        ScoreCrops, batch_size=None, batch_format="numpy", **_actor_args(config, plan),
-    )
+    common = {"fs": plan.fs, "root": plan.root, "seed": config.seed, "num_crops": config.num_crops,
+              "scale": (config.min_scale, config.max_scale)}
+    rows = _driver_rows(todo, block_images)
+    if config.decode_on_actor:
+        ds = rows.map_batches(tasks.read_candidates, batch_size=None, batch_format="numpy", fn_kwargs=common)
+    else:
+        ds = rows.map_batches(tasks.cut_crops, batch_size=None, batch_format="numpy",
+                              fn_kwargs={**common, "crop_size": plan.crop_size, "jpeg_draft": config.jpeg_draft})
+    actor = _actor_args(config, plan, precision, block_images)
+    actor["fn_constructor_kwargs"]["crop_size"] = plan.crop_size
+    ds = ds.map_batches(ScoreCrops, batch_format="numpy", **actor)
     buffer: list[pa.Table] = []
     started, scored = time.perf_counter(), 0
 
@@ -253,6 +181,25 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
     return parts
 
 
+def _fixed(array: np.ndarray, dtype: pa.DataType) -> pa.Array:
+    width = int(np.prod(array.shape[1:]))
+    return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), dtype), width)
+
+
+def _scores_table(batch: dict[str, np.ndarray]) -> pa.Table:
+    return pa.table({
+        "image_id": pa.array(batch["image_id"], pa.int64()),
+        "class_index": pa.array(batch["class_index"], pa.int32()),
+        "name": pa.array([str(n) for n in batch["name"]], pa.string()),
+        "boxes": _fixed(batch["boxes"], pa.int32()),
+        "size": _fixed(batch["size"], pa.int32()),
+        "crop_scores": _fixed(batch["crop_scores"], pa.float32()),
+        "best_crop": pa.array(batch["best_crop"], pa.int32()),
+        "score": pa.array(batch["score"], pa.float32()),
+        "skipped": pa.array([str(r) for r in batch["reason"]], pa.string()),
+    })
+
+
 def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Table, folder: Path,
             stats: dict[str, Any]) -> pa.Table:
     """Rescore in fp32 every crop of each class's best ``per_class + refine_count`` images (by their
@@ -264,12 +211,12 @@ def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Ta
     """
     if "refined" not in scores.column_names:
         scores = scores.append_column("refined", pa.array(np.zeros(scores.num_rows, dtype=bool)))
-    window = partial_topk(scores, config.per_class + config.refine_count)
+    window = partial_topk(scores, config.per_class + config.refine_count(plan.precision))
     need = window.filter(pc.invert(window["refined"]))["image_id"]
     sub: dict[str, Any] = {}
     # The window is a fraction of the candidates: small blocks keep every actor busy to the end.
-    fp32 = replace(config, precision="fp32", block_images=min(config.block_images, 32))
-    parts = _score(fp32, plan, candidates.filter(pc.is_in(candidates["image_id"], value_set=need)), folder, sub)
+    parts = _score(config, plan, candidates.filter(pc.is_in(candidates["image_id"], value_set=need)), folder, sub,
+                   precision="fp32", block_images=min(config.block_images, 32))
     stats["refined_images"] = len(need)
     if not parts:
         return scores
@@ -279,93 +226,38 @@ def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Ta
     return pa.concat_tables([kept, refined.select(kept.column_names)])
 
 
-def _actor_args(config: RdedConfig, plan: _Plan) -> dict[str, Any]:
-    import ray.data
-
-    threads = config.threads_per_actor or max(1, (os.cpu_count() or 1) // config.num_actors)
-    args: dict[str, Any] = {
-        "compute": ray.data.ActorPoolStrategy(size=config.num_actors),
-        "fn_constructor_args": (list(config.observers), plan.columns),
-        "fn_constructor_kwargs": {"precision": config.precision, "channels_last": config.channels_last,
-                                  "threads": threads, "batch_size": config.batch_size,
-                                  "input_size": plan.input_size},
-    }
-    if config.num_gpus_per_actor > 0:
-        args["num_gpus"] = config.num_gpus_per_actor
-    else:
-        args["num_cpus"] = 1
-    return args
-
-
-def _assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, factor: int, image_format: str
-              ) -> dict[str, np.ndarray]:
-    """Step 5, on CPU tasks: re-read only the winning images, cut their boxes at cell size, stitch."""
-    tune_allocator()
-    cells = grid_cells(size, factor)
-    pixels = np.zeros((len(batch["class_index"]), size, size, 3), dtype=np.uint8)
-    encoded = []
-    for i, text in enumerate(batch["patches"]):
-        patch = json.loads(str(text))
-        names, boxes, sizes = patch["names"], patch["boxes"], patch["sizes"]
-        data = read_image_bytes([join(root, n) for n in names], fs)
-        patches = []
-        for j, (_, _, h, w) in enumerate(cells):
-            image = decode_rgb(data[j])
-            if image is None:
-                raise RuntimeError(f"{names[j]} decoded during scoring but not now: was it changed on disk?")
-            patches.append(cut_box(image, boxes[j], (w, h), original_size=tuple(sizes[j])))
-        pixels[i] = stitch(patches, size, factor)
-        buf = io.BytesIO()
-        Image.fromarray(pixels[i]).save(buf, format="PNG" if image_format == "png" else "JPEG",
-                                        **({"quality": 95} if image_format == "jpeg" else {}))
-        encoded.append(buf.getvalue())
-    return {**batch, "pixels": pixels, "encoded": np.array(encoded, dtype=object)}
-
-
-class LabelImages(_ObserverActor):
-    """Step 6: soft labels of each distilled image and of each of its patches; drops the pixels."""
-
-    def __init__(self, *args: Any, topk: int, factor: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.topk, self.factor = topk, factor
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self._set_threads()
-        images = torch.from_numpy(batch.pop("pixels")).permute(0, 3, 1, 2)
-        n = len(images)
-        image_idx, image_val = topk_logits(ensemble_logits(self.observers, images, batch_size=self.batch_size,
-                                                           autocast_dtype=self.dtype), self.topk)
-        batch["label_indices"], batch["label_logits"] = image_idx, image_val.astype(np.float32)
-        if self.factor > 1:
-            views = patch_views(images, self.factor)
-            idx, val = topk_logits(ensemble_logits(self.observers, views, batch_size=self.batch_size,
-                                                   autocast_dtype=self.dtype), self.topk)
-            batch["patch_indices"] = idx.reshape(n, self.factor**2, -1)
-            batch["patch_logits"] = val.astype(np.float32).reshape(n, self.factor**2, -1)
-        return batch
-
-
 def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
-    """Which ranked patches make each distilled image (DESIGN §1.5), one row per distilled image."""
+    """Which ranked patches make each distilled image (step 5), one row per distilled image: their sources,
+    boxes, full sizes, scores, and the JPEG draft size each was scored at (``None``: full size)."""
+    topk = topk.sort_by([("class_index", "ascending"), ("score", "ascending"), ("image_id", "ascending")])
+    classes = topk["class_index"].to_numpy()
+    counts = np.bincount(classes, minlength=len(plan.classes))
+    short = np.flatnonzero(counts < config.per_class)
+    if len(short):
+        c = int(short[0])
+        raise ValueError(f"class {plan.classes[c]!r}: only {counts[c]} images could be scored but "
+                         f"{config.per_class} patches are needed (see skipped files in stats.json)")
+    num_crops = config.num_crops
+    boxes = np.stack(topk["boxes"].to_numpy(zero_copy_only=False)).reshape(topk.num_rows, num_crops, 3)
+    chosen = boxes[np.arange(topk.num_rows), topk["best_crop"].to_numpy()]
+    sizes = np.stack(topk["size"].to_numpy(zero_copy_only=False))
+    names = topk["name"].to_pylist()
+    scores = topk["score"].to_numpy()
+    drafting = config.jpeg_draft and not config.decode_on_actor
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rows: dict[str, list] = {"class_index": [], "n": [], "patches": []}
-    for c, name in enumerate(plan.classes):
-        ranked = topk.filter(pc.equal(topk["class_index"], c))
-        if ranked.num_rows < config.per_class:
-            raise ValueError(f"class {name!r}: only {ranked.num_rows} images could be scored but "
-                             f"{config.per_class} patches are needed (see skipped files in stats.json)")
-        best = ranked["best_crop"].to_numpy()
-        boxes = np.stack(ranked["boxes"].to_numpy(zero_copy_only=False)).reshape(ranked.num_rows, -1, 3)
-        chosen = boxes[np.arange(ranked.num_rows), best]
-        sizes = np.stack(ranked["size"].to_numpy(zero_copy_only=False))
+    for c, first in enumerate(starts):
         for i in range(config.ipc):
-            ranks = patch_ranks(i, config.ipc, config.factor)
+            ranks = [int(first) + r for r in patch_ranks(i, config.ipc, config.factor)]
             rows["class_index"].append(c)
             rows["n"].append(i)
             rows["patches"].append(json.dumps({
-                "names": [ranked["name"][r].as_py() for r in ranks],
+                "names": [names[r] for r in ranks],
                 "boxes": chosen[ranks].tolist(),
                 "sizes": sizes[ranks].tolist(),
-                "scores": [float(ranked["score"][r].as_py()) for r in ranks],
+                "scores": [float(scores[r]) for r in ranks],
+                "drafts": [draft_size(tuple(sizes[r]), boxes[r], plan.crop_size) if drafting else None
+                           for r in ranks],
             }))
     return pa.table(rows)
 
@@ -374,29 +266,42 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work:
                         ) -> tuple[pa.Table, pa.Table]:
     """Steps 5–6 through Ray Data; writes the images and returns (manifest, soft labels)."""
     init_ray(config.address)
-    actor = _actor_args(config, plan)
-    actor["fn_constructor_kwargs"] = {**actor["fn_constructor_kwargs"], "topk": config.soft_label_topk,
-                                      "factor": config.factor}
-    ds = _driver_rows(layout, 16).map_batches(
-        _assemble, batch_size=None, batch_format="numpy",
-        fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size, "factor": config.factor,
-                   "image_format": config.image_format},
-    ).map_batches(LabelImages, batch_size=None, batch_format="numpy", **actor)
+    # A GPU actor labels many images a call; on CPU small blocks keep every actor busy.
+    block_rows = 64 if plan.gpu else 16
+    actor = _actor_args(config, plan, plan.precision, block_rows)
+    actor["fn_constructor_kwargs"].update(topk=config.soft_label_topk, factor=config.factor, size=plan.input_size,
+                                          block_rows=block_rows)
+    rows = _driver_rows(layout, block_rows)
+    if config.decode_on_actor:
+        ds = (rows.map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
+                               fn_kwargs={"fs": plan.fs, "root": plan.root})
+              .map_batches(LabelImages, batch_format="numpy", **actor)
+              .map_batches(tasks.encode, batch_size=None, batch_format="numpy",
+                           fn_kwargs={"image_format": config.image_format}))
+    else:
+        ds = (rows.map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
+                               fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size,
+                                          "factor": config.factor, "image_format": config.image_format})
+              .map_batches(LabelImages, batch_format="numpy", **actor))
     manifest: dict[str, list] = {k: [] for k in ("class_index", "class_name", "n", "file", "sha256",
                                                  "patch_sources", "patch_boxes", "patch_scores")}
     labels: dict[str, list] = {"image": [], "patch": [], "indices": [], "logits": []}
     suffix = "png" if config.image_format == "png" else "jpg"
     results = []
+    started = time.perf_counter()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i in range(len(batch["class_index"])):
             results.append({k: v[i] for k, v in batch.items()})
+        log.info("assembled and labelled %d/%d images (%.1f images/s)", len(results), layout.num_rows,
+                 len(results) / (time.perf_counter() - started))
     results.sort(key=lambda r: (int(r["class_index"]), int(r["n"])))
 
+    for folder in {plan.classes[int(r["class_index"])] for r in results}:
+        (work / "images" / folder).mkdir(parents=True, exist_ok=True)
     for image_index, r in enumerate(results):
         c, n = int(r["class_index"]), int(r["n"])
         patch = json.loads(str(r["patches"]))
         rel = f"images/{plan.classes[c]}/{n:05d}.{suffix}"
-        (work / rel).parent.mkdir(parents=True, exist_ok=True)
         tmp = work / f"{rel}.tmp"
         tmp.write_bytes(r["encoded"])
         os.replace(tmp, work / rel)
@@ -404,24 +309,22 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work:
         manifest["class_name"].append(plan.classes[c])
         manifest["n"].append(n)
         manifest["file"].append(rel)
-        manifest["sha256"].append(hashlib.sha256(r["encoded"]).hexdigest())
+        manifest["sha256"].append(str(r["sha256"]))
         manifest["patch_sources"].append(patch["names"])
         manifest["patch_boxes"].append(patch["boxes"])
         manifest["patch_scores"].append(patch["scores"])
         labels["image"].append(image_index)
         labels["patch"].append(-1)
-        labels["indices"].append(r["label_indices"].tolist())
-        labels["logits"].append(r["label_logits"].tolist())
+        labels["indices"].append(r["label_indices"])
+        labels["logits"].append(r["label_logits"])
         for p in range(config.factor**2 if config.factor > 1 else 0):
             labels["image"].append(image_index)
             labels["patch"].append(p)
-            labels["indices"].append(r["patch_indices"][p].tolist())
-            labels["logits"].append(r["patch_logits"][p].tolist())
-    k = len(labels["indices"][0])
+            labels["indices"].append(r["patch_indices"][p])
+            labels["logits"].append(r["patch_logits"][p])
     soft = pa.table({"image": pa.array(labels["image"], pa.int32()), "patch": pa.array(labels["patch"], pa.int8()),
-                     "indices": pa.array(labels["indices"], pa.list_(pa.int32(), k)),
-                     "logits": pa.array([np.asarray(v, np.float16) for v in labels["logits"]],
-                                        pa.list_(pa.float16(), k))})
+                     "indices": _fixed(np.stack(labels["indices"]).astype(np.int32), pa.int32()),
+                     "logits": _fixed(np.stack(labels["logits"]).astype(np.float16), pa.float16())})
     return pa.table(manifest), soft
 
 
@@ -465,7 +368,8 @@ def distill(config: RdedConfig) -> DistilledSet:
     write_config_yaml(asdict(config), run.work / "config.yaml")
     timings["plan_s"] = time.perf_counter() - started
     stats: dict[str, Any] = {"classes": len(plan.classes), "candidates": candidates.num_rows,
-                             "crops_per_image": config.num_crops}
+                             "crops_per_image": config.num_crops, "precision": plan.precision,
+                             "decode": "actor" if config.decode_on_actor else "tasks"}
 
     t = time.perf_counter()
     meta = {b"raydd": json.dumps({"scoring_hash": config.scoring_hash(), "root": config.data}).encode()}
@@ -474,9 +378,10 @@ def distill(config: RdedConfig) -> DistilledSet:
         stats["scores_from"] = config.from_scores
         parts = [scores]
     else:
-        parts = _score(config, plan, candidates, run.work / "scores", stats)
+        parts = _score(config, plan, candidates, run.work / "scores", stats, precision=plan.precision,
+                       block_images=config.block_images)
         scores = pa.concat_tables(parts)
-    if config.refine_count:
+    if config.refine_count(plan.precision):
         scores = _refine(config, plan, candidates, scores, run.work / "refine", stats)
         parts = [scores]
     scores = scores.sort_by("image_id").replace_schema_metadata(meta)

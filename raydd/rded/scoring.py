@@ -7,7 +7,7 @@ than the observer's input is zero-padded after normalization (that is, with the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,22 @@ import torch.nn.functional as F
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast
 
-__all__ = ["pad_to_canvas", "realism_scores", "score_crops"]
+__all__ = ["in_fixed_batches", "pad_to_canvas", "realism_scores", "score_crops"]
+
+
+def in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``fn`` over ``x`` in forwards of exactly ``batch_size`` rows, the last one padded with zeros.
+
+    A network in eval mode treats rows independently, and a forward of a fixed shape runs the same kernels
+    whatever the other rows hold: so a row's result does not depend on which rows Ray batched it with.
+    """
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        if len(chunk) < batch_size:
+            chunk = torch.cat([chunk, chunk.new_zeros((batch_size - len(chunk), *chunk.shape[1:]))])
+        out.append(fn(chunk)[: min(batch_size, len(x) - start)])
+    return torch.cat(out) if out else x.new_zeros((0,))
 
 
 def pad_to_canvas(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -34,16 +49,24 @@ def realism_scores(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def score_crops(observers: Sequence[Observer], crops: torch.Tensor, labels: torch.Tensor, *, input_size: int,
-                autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
-    """Mean realism score over ``observers`` of uint8 crops ``[N, 3, s, s]`` with data-order ``labels``."""
+                autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+                batch_size: int | None = None) -> torch.Tensor:
+    """Mean realism score over ``observers`` of crops ``[N, 3, s, s]`` (uint8, or float in [0, 255]) with
+    data-order ``labels``, in forwards of ``batch_size`` crops (default: all at once)."""
     device = next(observers[0].parameters()).device
-    pixels = crops.to(device, non_blocking=True).float().div_(255.0)
-    total = torch.zeros(len(crops), dtype=torch.float32, device=device)
-    for observer in observers:
-        x = pad_to_canvas(observer.normalize(pixels), input_size)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, autocast_dtype):
-            logits = observer.logits(x)
-        total += realism_scores(logits, labels.to(device))
+    labels = labels.to(device)
+
+    def forward(pixels: torch.Tensor) -> torch.Tensor:
+        pixels = pixels.to(device, non_blocking=True).float().div_(255.0)
+        logits = []
+        for observer in observers:
+            x = pad_to_canvas(observer.normalize(pixels), input_size)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, autocast_dtype):
+                logits.append(observer.logits(x).float())
+        return torch.stack(logits, dim=1)  # [N, observers, classes]: rows first, as batches are cut
+
+    logits = in_fixed_batches(forward, crops, batch_size or max(1, len(crops))).transpose(0, 1)
+    total = sum(realism_scores(per_observer, labels) for per_observer in logits)
     return (total / len(observers)).cpu()

@@ -1,0 +1,133 @@
+"""The CPU side of the RDED pipeline: Ray Data batch functions that read, decode and cut candidates, and that
+stitch and encode distilled images. Each is a plain function of a numpy batch; the pipeline maps them.
+
+Candidates are decoded in one of two places (``RdedConfig.decode``): here (``cut_crops``: Pillow, JPEG draft
+mode) or on the scoring actor's device (``read_candidates`` only reads the bytes and the header's size). Either
+way the crop boxes depend only on (seed, file name, full size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from raydd._runtime import tune_allocator
+from raydd.data import DecodeStats, decode_rgb, read_image_bytes
+from raydd.data.decode import probe
+from raydd.data.filesystem import join
+from raydd.rded.assembly import grid_cells, stitch
+from raydd.rded.crops import crop_rng, cut_box, draft_size, sample_boxes
+
+__all__ = ["assemble", "cut_crops", "encode", "read_candidates", "read_sources"]
+
+
+def cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int, crop_size: int,
+              scale: tuple[float, float], jpeg_draft: bool) -> dict[str, np.ndarray]:
+    """Step 2: decode each candidate once (at a reduced JPEG scale where the crops allow) and cut its crops."""
+    tune_allocator()
+    names = [str(n) for n in batch["name"]]
+    n = len(names)
+    crops = np.zeros((n, num_crops, crop_size, crop_size, 3), dtype=np.uint8)
+    boxes = np.zeros((n, num_crops, 3), dtype=np.int32)
+    sizes = np.zeros((n, 2), dtype=np.int32)
+    reasons = np.full(n, "", dtype=object)
+    for i, (name, data) in enumerate(zip(names, read_image_bytes([join(root, m) for m in names], fs), strict=True)):
+        drawn: dict[str, Any] = {}
+
+        def draw(size: tuple[int, int], name: str = name, drawn: dict = drawn) -> tuple[int, int] | None:
+            drawn["size"] = size
+            drawn["boxes"] = sample_boxes(size[0], size[1], num_crops, crop_rng(seed, name), scale)
+            return draft_size(size, drawn["boxes"], crop_size) if jpeg_draft else None
+
+        stats = DecodeStats()
+        image = decode_rgb(data, ref=name, stats=stats, draft=draw)
+        if image is None:
+            reasons[i] = next(iter(stats.skipped))
+            continue
+        if "boxes" not in drawn:
+            draw(image.size)
+        sizes[i] = drawn["size"]
+        boxes[i] = drawn["boxes"]
+        for j, box in enumerate(drawn["boxes"]):
+            crops[i, j] = cut_box(image, box, crop_size, original_size=drawn["size"])
+    return {"image_id": batch["image_id"], "class_index": batch["class_index"], "name": batch["name"],
+            "crops": crops, "boxes": boxes, "size": sizes, "reason": reasons}
+
+
+def read_candidates(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int,
+                    scale: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Step 2 for actors that decode: each candidate's bytes, its size from the header, and its crop boxes."""
+    tune_allocator()
+    names = [str(n) for n in batch["name"]]
+    n = len(names)
+    boxes = np.zeros((n, num_crops, 3), dtype=np.int32)
+    sizes = np.zeros((n, 2), dtype=np.int32)
+    reasons = np.full(n, "", dtype=object)
+    encoded = np.full(n, b"", dtype=object)
+    tensor_jpeg = np.zeros(n, dtype=bool)
+    for i, (name, data) in enumerate(zip(names, read_image_bytes([join(root, m) for m in names], fs), strict=True)):
+        header = probe(data)
+        if header.size is None:
+            reasons[i] = header.reason
+            continue
+        encoded[i], tensor_jpeg[i], sizes[i] = data, header.tensor_jpeg, header.size
+        boxes[i] = sample_boxes(header.size[0], header.size[1], num_crops, crop_rng(seed, name), scale)
+    return {"image_id": batch["image_id"], "class_index": batch["class_index"], "name": batch["name"],
+            "encoded": encoded, "tensor_jpeg": tensor_jpeg, "boxes": boxes, "size": sizes, "reason": reasons}
+
+
+def _encode(pixels: np.ndarray, image_format: str) -> bytes:
+    buf = io.BytesIO()
+    if image_format == "png":
+        Image.fromarray(pixels).save(buf, format="PNG")
+    else:
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, factor: int, image_format: str
+             ) -> dict[str, np.ndarray]:
+    """Step 5: re-read only the winning images, decode each as scoring did (the same draft scale), cut its
+    box at cell size and stitch; the pixels go on to labelling, the encoded file to the driver."""
+    tune_allocator()
+    cells = grid_cells(size, factor)
+    pixels = np.zeros((len(batch["class_index"]), size, size, 3), dtype=np.uint8)
+    encoded, digests = [], []
+    for i, text in enumerate(batch["patches"]):
+        patch = json.loads(str(text))
+        names = patch["names"]
+        data = read_image_bytes([join(root, n) for n in names], fs)
+        patches = []
+        for j, (_, _, h, w) in enumerate(cells):
+            draft = patch["drafts"][j]
+            image = decode_rgb(data[j], draft=(lambda _, d=draft: tuple(d)) if draft else None)
+            if image is None:
+                raise RuntimeError(f"{names[j]} decoded during scoring but not now: was it changed on disk?")
+            patches.append(cut_box(image, patch["boxes"][j], (w, h), original_size=tuple(patch["sizes"][j])))
+        pixels[i] = stitch(patches, size, factor)
+        encoded.append(_encode(pixels[i], image_format))
+        digests.append(hashlib.sha256(encoded[-1]).hexdigest())
+    return {**batch, "pixels": pixels, "encoded": np.array(encoded, dtype=object),
+            "sha256": np.array(digests, dtype=object)}
+
+
+def read_sources(batch: dict[str, np.ndarray], *, fs: Any, root: str) -> dict[str, np.ndarray]:
+    """Step 5 for actors that decode: per distilled image, the bytes of its patches' source images."""
+    tune_allocator()
+    sources = np.empty(len(batch["patches"]), dtype=object)
+    for i, text in enumerate(batch["patches"]):
+        sources[i] = read_image_bytes([join(root, n) for n in json.loads(str(text))["names"]], fs)
+    return {**batch, "sources": sources}
+
+
+def encode(batch: dict[str, np.ndarray], *, image_format: str) -> dict[str, np.ndarray]:
+    """Step 5's last part after a decoding actor: distilled pixels to PNG (or JPEG) and their sha256."""
+    tune_allocator()
+    encoded = [_encode(p, image_format) for p in batch.pop("pixels")]
+    return {**batch, "encoded": np.array(encoded, dtype=object),
+            "sha256": np.array([hashlib.sha256(e).hexdigest() for e in encoded], dtype=object)}
