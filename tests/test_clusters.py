@@ -49,5 +49,5 @@ def test_kuberay_rayjob_has_the_required_keys_and_a_valid_entrypoint():
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["python", "/opt/raydd/examples/imagenet_rded.py"]
     args = _load("imagenet_rded").get_parser().parse_args(argv[2:])  # the example accepts every flag
-    assert args.data.startswith("s3://") and args.out.startswith("s3://") and args.gpus_per_actor == 1
+    assert args.data.startswith("s3://") and args.out.startswith("s3://") and args.num_gpus_per_actor == 1
     assert "COPY" in (CLUSTERS / "Dockerfile").read_text()

@@ -1,6 +1,8 @@
 """The example scripts' smoke modes, run as a user would call them (on the session's Ray)."""
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,9 +37,14 @@ def test_driver_api_example_runs_rded_mtt_and_iadd(tmp_path, ray_session):
         assert (tmp_path / f"eval-{name}" / "curve.png").exists()
 
 
-@pytest.mark.parametrize("name", ["imagenet_rded", "cifar10_iadd", "driver_api"])
-def test_examples_refuse_to_run_without_data(name, capsys):
-    example = _load(name)
-    with pytest.raises(SystemExit):
-        example.get_parser().parse_args(["--help"])
-    assert "--smoke-test" in capsys.readouterr().out
+@pytest.mark.parametrize("name, message", [
+    ("imagenet_rded", "missing required option(s): --data"),
+    ("cifar10_iadd", "--data and --val-data are required (or --smoke-test)"),
+    ("driver_api", "--data, --val-data and --observer are required (or --smoke-test)"),
+])
+def test_examples_refuse_to_run_without_data(name, message, tmp_path):
+    """Run as a user would, without data: a usage error naming what is missing, before any Ray work."""
+    run = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 2 and message in run.stderr, run.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
