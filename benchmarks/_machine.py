@@ -22,6 +22,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "malloc_mmap_max": os.environ.get("MALLOC_MMAP_MAX_"),
+        **cpu_flags(),
     }
     try:
         with open("/proc/meminfo") as f:
@@ -29,6 +30,26 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return info
+
+
+def cpu_flags() -> dict[str, Any]:
+    """The CPU's model, the vector instructions that decide bf16's speed, and any cap set on them."""
+    from raydd.models.precision import native_cpu_bf16
+
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and not model:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {"cpu_model": model, "cpu_flags": [f for f in wanted if f in flags],
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_cpu_bf16": native_cpu_bf16(),
+            "isa_caps": {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}}
 
 
 def peak_rss_gib() -> float:

@@ -1,6 +1,7 @@
 """RDED synthesis benchmark: wall time, crops/s, peak memory, and the observer's compute bound.
 
-    python benchmarks/rded_bench.py imagenette --precision fp32 --num-actors 1
+    python benchmarks/rded_bench.py imagenette                     # raydd's defaults
+    python benchmarks/rded_bench.py imagenette --precision fp32 --num-actors 1 --keep RUN_DIR_OF_FP32
     python benchmarks/rded_bench.py imagenette --precision bf16 --compare-to RUN_DIR_OF_FP32
     python benchmarks/rded_bench.py cifar10
 
@@ -25,7 +26,7 @@ from raydd._runtime import tune_allocator
 from raydd.models import load_observer
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.rded import RdedConfig, distill
-from raydd.rded.pipeline import forward_batch_size
+from raydd.rded.actors import forward_batch_size
 
 JOBS = {
     "imagenette": dict(dataset="imagenette-224sq", observers=["efficientnet_lite0"], class_map="imagenet",
@@ -64,8 +65,11 @@ def selected_patches(run: str) -> set[tuple[str, tuple[int, ...]]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("job", choices=sorted(JOBS))
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    parser.add_argument("--num-actors", type=int, default=1)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="scoring precision (default: raydd's auto)")
+    parser.add_argument("--num-actors", type=int, default=None, help="scoring actors (default: raydd's)")
+    parser.add_argument("--threads-per-actor", type=int, default=None, help="default: raydd's")
+    parser.add_argument("--decode", default="auto", choices=["auto", "tasks", "actor"], help="default: raydd's")
     parser.add_argument("--batch-size", type=int, default=None, help="crops per forward (default: raydd's)")
     parser.add_argument("--keep", default=None, help="keep the distilled set here (default: a temporary folder)")
     parser.add_argument("--compare-to", default=None, help="another run's output: report the selection overlap")
@@ -81,6 +85,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="raydd-bench-")
     out = args.keep or os.path.join(tmp, "out")
     config = RdedConfig(data=data, out=out, precision=args.precision, num_actors=args.num_actors,
+                        threads_per_actor=args.threads_per_actor, decode=args.decode,
                         batch_size=args.batch_size, refine_margin=args.refine_margin,
                         **({"block_images": args.block_images} if args.block_images else {}), **job)
     started = time.perf_counter()
@@ -96,9 +101,11 @@ def main() -> None:
         """The forward batch raydd's CPU actors use at ``precision`` (the raw forward is timed at it)."""
         return config.batch_size or forward_batch_size(torch.device("cpu"), autocast_dtype(precision, "cpu"))
 
-    forward_batch = batch_at(args.precision)
-    threads = max(1, (os.cpu_count() or 1) // config.num_actors)
-    raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=args.precision,
+    precision = stats["precision"]  # what "auto" resolved to
+    forward_batch = batch_at(precision)
+    actors = config.num_actors or os.cpu_count() or 1
+    threads = config.threads_per_actor or max(1, (os.cpu_count() or 1) // actors)
+    raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=precision,
                          channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
     # bf16 runs rescore each class's cut-off window in fp32 (refine_margin): those crops count at fp32's rate.
     refined_crops = stats.get("refined_images", 0) * config.num_crops
@@ -108,7 +115,8 @@ def main() -> None:
     bound = crops / raw + refined_crops / raw_fp32
     result = {
         "benchmark": f"rded_{args.job}",
-        "config": {"precision": args.precision, "num_actors": args.num_actors, "forward_batch": forward_batch,
+        "config": {"precision": args.precision, "resolved_precision": precision, "decode": stats["decode"],
+                   "num_actors": actors, "forward_batch": forward_batch,
                    "threads_per_actor": threads, "block_images": config.block_images, "ipc": config.ipc,
                    "mipc": config.mipc, "num_crops": config.num_crops, "factor": config.factor,
                    "input_size": config.input_size,
@@ -116,6 +124,7 @@ def main() -> None:
         "wall_s": round(wall, 1),
         "stage_s": {k: round(v, 1) for k, v in stats["timings"].items()},
         "crops": crops,
+        "assemble_label_images_per_s": round(stats["images"] / stats["timings"]["assemble_label_s"], 1),
         "crops_per_s_wall": round(crops / wall, 1),
         "raw_forward_img_per_s": round(raw, 1),
         "refined_crops_fp32": refined_crops,
