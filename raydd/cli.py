@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         result = _commands()[args.command][2](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except (ValueError, OSError) as err:  # bad input, unreachable storage: the message says it; no traceback
         print(f"raydd {args.command}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))

@@ -24,7 +24,7 @@ class DemoConfig:
     factor: int = option(1, help="patches per side (1: the published setting for 32 px data)")
     mipc: int = option(40, help="candidates per class (the sample has 40)")
     seed: int = option(0, help="seed")
-    num_actors: int = option(1, help="scoring actors")
+    num_actors: int | None = option(None, help="scoring actors (default: one per CPU)")
 
 
 def run_demo(config: DemoConfig) -> DistilledSet:

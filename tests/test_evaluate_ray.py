@@ -1,6 +1,7 @@
 """A tiny evaluation end to end: seeds as parallel Ray Tune trials beside a random baseline, and its resume."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,7 +57,16 @@ def test_a_rerun_keeps_the_trials_an_interrupted_evaluation_finished(tmp_path, r
     marker = json.loads((partial / "raydd.json").read_text())
     (partial / "raydd.json").write_text(json.dumps({**marker, "complete": False}))
 
-    second = evaluate(config)
+    # Rerun with other resources (execution only, as the README says): it resumes instead of refusing.
+    second = evaluate(replace(config, cpus_per_trial=0.5, threads_per_trial=1))
     assert second["sets"] == first["sets"]
     assert sorted(p.name for p in (out / "tune" / "trials").iterdir() if p.is_dir()) == trial_dirs  # none trained
     assert json.loads((out / "raydd.json").read_text())["complete"] and not partial.exists()
+
+
+def test_trials_on_a_gpu_share_compute_what_cpu_trials_compute(tmp_path, ray_session):
+    """Half a (logical) GPU a trial: Ray schedules both seeds on the session's one GPU; with no CUDA the trials
+    train on the CPU and must give the CPU trials' numbers exactly."""
+    cpu = evaluate(_tiny_config(tmp_path, epochs=2, baseline="none", out=str(tmp_path / "cpu")))
+    gpu = evaluate(_tiny_config(tmp_path, epochs=2, baseline="none", out=str(tmp_path / "gpu"), gpus_per_trial=0.5))
+    assert gpu["config"]["gpus_per_trial"] == 0.5 and gpu["sets"] == cpu["sets"]

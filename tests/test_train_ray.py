@@ -1,4 +1,5 @@
-"""One real Ray Train run: 2 gloo workers, stopped after an epoch, then resumed from its checkpoint on 1."""
+"""One real Ray Train run: 2 gloo workers on unequal shards, stopped after an epoch, then resumed from its
+checkpoint on 1."""
 
 from raydd.models import load_observer
 from raydd.train import TrainConfig, fit
@@ -8,16 +9,18 @@ from tests.conftest import make_image_folder
 def test_two_workers_train_resume_and_load_as_observer(tmp_path, ray_session):
     classes = ["a", "b", "c"]
     train = make_image_folder(tmp_path / "train", classes, 24, size=32)
+    (train / "c" / "0023.png").unlink()  # 71 images: shards of 36 and 35, 3 and 2 full batches of 12
     val = make_image_folder(tmp_path / "val", classes, 6, size=32, seed=1)
     config = TrainConfig(data=str(train), val_data=str(val), epochs=1, batch_size=24, lr=0.05,
                          num_workers=2, storage_path=str(tmp_path / "runs"), name="obs")
-    first = fit(config)
-    assert first.metrics["epoch"] == 1 and first.metrics["resumed_from"] == 0
+    first = fit(config)  # every rank must take the same number of DDP steps, or the all-reduce waits forever
+    assert first.metrics["epoch"] == 1 and first.metrics["resumed_from"] == 0 and first.metrics["autocast"] == "fp32"
+    assert first.metrics["steps"] == 2
 
     # Same name and storage: continues after epoch 1, now on one worker with both CPUs, under bf16 autocast.
     config.epochs, config.precision, config.num_workers, config.cpus_per_worker = 4, "bf16", 1, 2
     second = fit(config)
-    assert second.metrics["resumed_from"] == 1 and second.metrics["epoch"] == 4
+    assert second.metrics["resumed_from"] == 1 and second.metrics["epoch"] == 4 and second.metrics["autocast"] == "bf16"
     assert second.metrics["val_acc"] >= 0.9  # the generated classes are separable by colour
 
     observer = load_observer(f"checkpoint@{tmp_path / 'runs' / 'obs'}")

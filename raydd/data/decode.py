@@ -23,7 +23,9 @@ __all__ = ["DecodeStats", "Probe", "decode_rgb", "decode_tensors", "probe"]
 
 @dataclass
 class DecodeStats:
-    """Images decoded, and images skipped by reason (``empty``, ``unreadable``, ``truncated``, ``missing``)."""
+    """Images decoded, and images skipped by reason (``empty``, ``unreadable``, ``truncated``, ``missing``,
+    ``too_large``: a header claiming more pixels than Pillow's decompression-bomb limit, refused before any
+    pixel is allocated)."""
 
     decoded: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -90,7 +92,10 @@ def decode_rgb(data: bytes | None, *, ref: str = "", stats: DecodeStats | None =
                     image.draft("RGB", wanted)
             image.load()
             rgb = _to_rgb(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError):
+    except Image.DecompressionBombError:
+        stats.skip("too_large", ref)
+        return None
+    except (UnidentifiedImageError, SyntaxError, ValueError):
         stats.skip("unreadable", ref)
         return None
     except OSError as err:
@@ -120,7 +125,9 @@ def probe(data: bytes | None) -> Probe:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError, OSError):
+    except Image.DecompressionBombError:
+        return Probe(None, reason="too_large")
+    except (UnidentifiedImageError, SyntaxError, ValueError, OSError):
         return Probe(None, reason="unreadable")
     # CMYK and grayscale JPEGs go to Pillow, whose colour conversion every other path uses.
     return Probe(image.size, tensor_jpeg=image.format == "JPEG" and image.mode == "RGB")

@@ -10,6 +10,7 @@ Each image gets a stable reference string: the file path, or ``table.parquet#ROW
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,13 +89,33 @@ def _list_folder(fs: pafs.FileSystem, root: str, entries: Iterable[pafs.FileInfo
     for entry in entries:
         if entry.type != pafs.FileType.Directory or entry.base_name.startswith("."):
             continue
-        images = [
-            e.path for e in fs.get_file_info(pafs.FileSelector(entry.path, recursive=True))
-            if e.is_file and e.path.lower().endswith(IMAGE_EXTENSIONS)
-        ]
+        if isinstance(fs, pafs.LocalFileSystem):
+            images = _walk_local(entry.path)
+        else:
+            images = [e.path for e in fs.get_file_info(pafs.FileSelector(entry.path, recursive=True))
+                      if e.is_file and e.path.lower().endswith(IMAGE_EXTENSIONS)]
         if images:
             files[entry.base_name] = sorted(images)
     return files
+
+
+def _walk_local(folder: str) -> list[str]:
+    """The image files under a local class folder. Symlinked folders are followed (subsets of ImageNet are often
+    built from links), each real folder once: a link back to an ancestor is not followed round and round. Only
+    regular files count (a FIFO named ``x.jpg`` would block its reader forever)."""
+    seen: set[tuple[int, int]] = set()
+    images = []
+    for path, folders, names in os.walk(folder, followlinks=True):
+        stat = os.stat(path)
+        if (stat.st_dev, stat.st_ino) in seen:
+            folders.clear()
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        for name in names:
+            full = os.path.join(path, name)
+            if name.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(full):
+                images.append(full)
+    return images
 
 
 def _list_parquet(fs: pafs.FileSystem, paths: Sequence[str], image_column: str,

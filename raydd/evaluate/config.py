@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from raydd.config import option
 from raydd.models.precision import check_train_precision
 
-__all__ = ["EvalConfig", "rded_batch_size"]
+__all__ = ["EXECUTION_FIELDS", "EvalConfig", "rded_batch_size"]
 
+# How the trials run, not what they compute: left out of the resume hash, so a rerun with other resources resumes.
+EXECUTION_FIELDS = ("address", "cpus_per_trial", "gpus_per_trial", "threads_per_trial")
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("none", "random", "random_patches", "both")
 

@@ -15,11 +15,11 @@ import torch
 
 from raydd._runtime import init_ray, tune_allocator
 from raydd.config import config_hash
-from raydd.data import list_images, load_class_map
+from raydd.data import DecodeStats, list_images, load_class_map
 from raydd.data.memory import load_tensor_images
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.baselines import random_patches, random_subset
-from raydd.evaluate.config import EvalConfig, rded_batch_size
+from raydd.evaluate.config import EXECUTION_FIELDS, EvalConfig, rded_batch_size
 from raydd.evaluate.students import StudentPlan, train_student
 from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
 from raydd.io.storage import is_remote, read_text
@@ -52,6 +52,7 @@ class _Source:
     columns: list[Any] | None
     learned_lr: float | None
     zca: Zca | None = None
+    skipped_files: dict[str, int] | None = None
 
 
 def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
@@ -76,10 +77,13 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
     classes = index.classes
     refs = [r for c in classes for r in index.files[c]]
     labels = [i for i, c in enumerate(classes) for _ in index.files[c]]
-    x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+    stats = DecodeStats()
+    x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem(), stats=stats)
+    if len(y) == 0:
+        raise ValueError(f"{config.distilled}: none of its {len(refs)} images decode ({dict(stats.skipped)})")
     return _TrainingSet(x, y), _Source(classes=classes, factor=config.factor or 1,
                                        ipc=int(np.bincount(y.numpy()).max()), observers=[], columns=None,
-                                       learned_lr=None)
+                                       learned_lr=None, skipped_files=dict(stats.skipped))
 
 
 def _load_val(folder: str, classes: list[str], size: int, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,7 +211,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     from ray import tune
 
     tune_allocator()
-    result_hash = config_hash(config, exclude=("address",))
+    result_hash = config_hash(config, exclude=EXECUTION_FIELDS)
     if RunFolder.finished(config.out, result_hash):
         log.info("%s is already a finished evaluation with this config", config.out)
         return _finished_report(config.out)
@@ -270,6 +274,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     report = {
         "protocol": config.protocol, "student": config.student, "config": asdict(config), "plan": asdict(plan),
         "teacher": teacher[0] if teacher else None, "classes": source.classes, "zca": source.zca is not None,
+        "skipped_files": source.skipped_files or {},
         "sets": {name: _summary(sorted(r, key=lambda x: x["seed"])) for name, r in rows.items()},
         "note": "final_acc is the accuracy after the last epoch; best_over_evaluations is the maximum over the "
                 "periodic tests (the reference codes' figure), shown for comparison only; std is over seeds (ddof=0).",

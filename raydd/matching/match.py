@@ -13,7 +13,7 @@ import json
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,36 +27,67 @@ from raydd.evaluate.augment import dsa
 from raydd.matching.config import EXECUTION_FIELDS, MatchConfig
 from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights
+from raydd.models._weights import load_torch_file
 from raydd.models.registry import IMAGENET_NORM, get_model
 from raydd.train.checkpoint import load_reported_state
 from raydd.trajectories.experts import expert_files, experts_zca, load_expert
 
-__all__ = ["match"]
+__all__ = ["InitialSet", "finite_flag", "initial_set", "match"]
 
 log = logging.getLogger("raydd.match")
 STATE = "state.pt"
 MIN_LR = 1e-8
 
 
-def _draw(config: MatchConfig) -> tuple[Any, list[str], list[int], list[str]]:
-    """``ipc`` seeded random real images per class: the listing, their references, labels and the classes."""
-    from raydd.data import list_images, load_class_map, sample_per_class
+@dataclass
+class InitialSet:
+    """The synthetic set's start: real images (normalized), their labels and source files, the classes, and the
+    files skipped on the way."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    sources: list[str]
+    classes: list[str]
+    skipped: dict[str, int]
+
+
+def initial_set(config: MatchConfig, size: int) -> InitialSet:
+    """``ipc`` real images per class, taken in a seeded order: a file that does not decode is skipped (and counted)
+    and the next one in that order takes its place, so every image keeps its true source.
+
+    Raises:
+        ValueError: naming a class with fewer than ``ipc`` images that decode.
+    """
+    from raydd.data import DecodeStats, list_images, load_class_map, sample_per_class
+    from raydd.data.memory import load_labelled_images
 
     index = list_images(config.data)
     cmap = load_class_map(None, index.classes)
-    drawn = sample_per_class(index, config.ipc, seed=config.seed, min_count=config.ipc)
-    refs = [r for c in cmap.classes for r in drawn[c]]
-    labels = [i for i, c in enumerate(cmap.classes) for _ in drawn[c]]
-    return index, refs, labels, list(cmap.classes)
+    drawn = sample_per_class(index, max(index.counts().values()), seed=config.seed, min_count=config.ipc)
+    stats = DecodeStats()
+    images, labels, sources = [], [], []
+    for c, name in enumerate(cmap.classes):
+        order, taken, start = drawn[name], 0, 0
+        while taken < config.ipc and start < len(order):
+            wanted = order[start:start + config.ipc - taken]
+            part = load_labelled_images(wanted, [c] * len(wanted), size=size, filesystem=index.filesystem(),
+                                        stats=stats)
+            images.append(part.images)
+            labels.append(part.labels)
+            sources += part.refs
+            taken, start = taken + len(part.refs), start + len(wanted)
+        if taken < config.ipc:
+            raise ValueError(f"class {name!r} has {taken} images that decode, but ipc = {config.ipc} are needed "
+                             f"(skipped files: {dict(stats.skipped)})")
+    x = IMAGENET_NORM.apply(torch.cat(images).float() / 255)
+    return InitialSet(x, torch.cat(labels), sources, list(cmap.classes), dict(stats.skipped))
 
 
-def _initial_images(config: MatchConfig, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The drawn real images, decoded and normalized, and their labels: the synthetic set's start."""
-    from raydd.data.memory import load_tensor_images
-
-    index, refs, labels, _ = _draw(config)
-    x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
-    return IMAGENET_NORM.apply(x.float() / 255), y
+def finite_flag(loss: torch.Tensor, grads: list[torch.Tensor]) -> torch.Tensor:
+    """``[1.0]`` when the loss and every gradient are finite, else ``[0.0]``: float32 on the loss's device either
+    way, so every rank all-reduces a tensor of the same dtype (its minimum skips a step on all of them)."""
+    checks = torch.stack([torch.isfinite(loss).all(), *(torch.isfinite(g).all() for g in grads)])
+    return checks.all().to(torch.float32).reshape(1)
 
 
 def _all_mean(tensors: list[torch.Tensor], world: int) -> None:
@@ -86,7 +117,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     model = get_model(first["model"], **first["model_args"]).to(device)
     size = first["model_args"].get("input_size") or 32
 
-    images, labels = _initial_images(config, size)
+    start_set = initial_set(config, size)
+    images, labels = start_set.images, start_set.labels
     zca = _zca(config, first)
     if zca is not None:
         images = zca.apply(images)  # matching happens in the space the experts were trained in
@@ -114,8 +146,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     params = [syn, lr, *(weights.parameters() if weights else [])]
     for it in range(start_it, config.iterations):
         rng = np.random.default_rng([config.seed, rank, it])
-        trajectory = torch.load(files[int(rng.integers(len(files)))], map_location="cpu", mmap=True,
-                                weights_only=False)["trajectory"]
+        trajectory = load_torch_file(files[int(rng.integers(len(files)))], mmap=True)["trajectory"]
         t = int(rng.integers(config.max_start_epoch))
         start = trajectory[t].to(device)
         target = trajectory[t + config.expert_epochs].to(device)
@@ -123,9 +154,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
         loss, grads = matching_gradients(model, names, shapes, start, target, syn, labels, lr, weights,
                                          steps=config.syn_steps, batch_size=batch, generator=generator,
                                          augment=dsa if config.dsa else None, memory=config.memory)
-        finite = torch.tensor([float(torch.isfinite(loss)) and all(bool(torch.isfinite(g).all()) for g in grads)],
-                              device=device)
-        stats = torch.tensor([float(loss.detach()) if finite.item() else 0.0], device=device)
+        finite = finite_flag(loss, grads)
+        stats = torch.where(finite.bool(), loss.detach().float().reshape(1), torch.zeros_like(finite))
         if world > 1:
             dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             dist.all_reduce(stats)
@@ -163,6 +193,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
                                 "weight_summary": weights.summary(names) if weights else None,
                                 "opt_w": opt_w.state_dict() if opt_w else None, "iteration": it + 1,
                                 "skipped": skipped, "input_size": size, "resumed_from": resumed_from,
+                                "sources": start_set.sources, "classes": start_set.classes,
+                                "skipped_files": start_set.skipped,
                                 "worker_divergence": metrics["worker_divergence"]}, Path(tmp) / STATE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
             if rank == 0:
@@ -190,7 +222,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
     from raydd.io.distilled import write_json, write_parquet
     from raydd.io.montage import write_montage
 
-    _, sources, _, classes = _draw(config)
+    sources, classes = state["sources"], state["classes"]
     images = state["images"]
     if zca is not None:  # stored as viewable pixels; the set carries the transform for its evaluation
         images = zca.invert(images)
@@ -220,6 +252,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
     write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}), work / "manifest.parquet")
     write_montage(work, manifest, classes, work / "montage.png")
     write_json({"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
+                "skipped_files": state["skipped_files"],
                 "worker_divergence": state["worker_divergence"], "resumed_from": state.get("resumed_from", 0),
                 "memory": config.memory, "weights": state["weight_summary"]},
                work / "stats.json")
@@ -273,7 +306,7 @@ def match(config: MatchConfig):
                                cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name=config.name,
                                storage_path=f"{run.storage}/ray")
     with result.checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE, map_location="cpu", weights_only=False)
+        state = load_torch_file(Path(folder) / STATE)
     _write_set(config, state, run.work, _zca(config, first))
     if run.uri is None:  # the set is all a user needs; its Ray Train checkpoints were raydd's own
         shutil.rmtree(run.work / "ray", ignore_errors=True)

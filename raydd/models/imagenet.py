@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from raydd.models._weights import load_weights
@@ -26,7 +27,12 @@ def torchvision_model(name: str, *, num_classes: int = 1000, weights: str | Path
     if weights == "DEFAULT":
         if num_classes != 1000:
             raise ValueError("torchvision's pretrained weights have 1000 outputs")
-        return torchvision.models.get_model(name, weights="DEFAULT")
+        try:
+            return torchvision.models.get_model(name, weights="DEFAULT")
+        except (OSError, RuntimeError) as err:  # URLError is an OSError: no network, a proxy, a bad cache file
+            raise ValueError(f"could not load torchvision's pretrained {name} weights (they download on first use "
+                             f"into {torch.hub.get_dir()}): {err}. On a machine without internet, give a local "
+                             f"state dict: torchvision:{name}@/path/to/{name}.pth") from err
     return load_weights(torchvision.models.get_model(name, weights=None, num_classes=num_classes), weights)
 
 

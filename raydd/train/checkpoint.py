@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from raydd.io.storage import download_file, is_remote, list_files, mirror_of, remote_is_empty
+from raydd.models._weights import load_torch_file
 from raydd.models.observer import Observer
 from raydd.models.registry import Normalization, get_model
 
@@ -59,7 +60,7 @@ def load_reported_state(checkpoint: Any, filename: str, map_location: str | torc
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
-        return torch.load(Path(folder) / filename, map_location=map_location, weights_only=False)
+        return load_torch_file(Path(folder) / filename, map_location=map_location)
 
 
 def _mirror_checkpoints(uri: str) -> Path:
@@ -86,19 +87,21 @@ def find_checkpoint(path: str | Path) -> Path:
         return path
     if (path / CHECKPOINT_FILE).is_file():
         return path / CHECKPOINT_FILE
-    candidates = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}"), key=_epoch_of)
+    candidates = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}"), key=_order)
     if not candidates:
         raise FileNotFoundError(f"no raydd checkpoint ({CHECKPOINT_FILE}) in {path}")
     return candidates[-1]
 
 
-def _epoch_of(path: Path) -> tuple[int, str]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    return int(state.get("epoch", 0)), re.sub(r"\D", "", path.parent.name)
+def _order(path: Path) -> int:
+    """A checkpoint folder's place in its run, from its name alone (nothing is loaded): Ray Train names them by
+    timestamp, Tune by a counter, so the digits read as one number order them."""
+    digits = re.sub(r"\D", "", path.parent.name)
+    return int(digits) if digits else -1
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    state = torch.load(find_checkpoint(path), map_location="cpu", weights_only=False)
+    state = load_torch_file(find_checkpoint(path))
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd checkpoint")
     return state

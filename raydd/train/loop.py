@@ -6,6 +6,7 @@ and students reuse the same loop. Each worker decodes its own shard of the train
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import tempfile
@@ -31,7 +32,7 @@ from raydd.train.augment import random_crop_flip
 from raydd.train.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
 from raydd.train.config import TrainConfig
 
-__all__ = ["build_model", "build_optimizer", "evaluate_accuracy", "lr_at", "train_loop_per_worker"]
+__all__ = ["build_model", "build_optimizer", "evaluate_accuracy", "lr_at", "steps_per_epoch", "train_loop_per_worker"]
 
 log = logging.getLogger("raydd.train")
 
@@ -83,12 +84,26 @@ def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     return correct, len(images)
 
 
-def _all_reduce(values: list[float]) -> list[float]:
+def _all_reduce(values: list[float], op: dist.ReduceOp = dist.ReduceOp.SUM) -> list[float]:
     if not (dist.is_available() and dist.is_initialized()):
         return values
     tensor = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(tensor)
+    dist.all_reduce(tensor, op=op)
     return tensor.tolist()
+
+
+def steps_per_epoch(count: int, per_worker_batch: int) -> int:
+    """The optimizer steps every rank takes in an epoch: full batches of the smallest shard (at least one).
+
+    DDP all-reduces the gradients of every step, so ranks must take the same number: shards differ by a file when
+    the images do not divide evenly, or when a file is skipped on one rank only, and a rank that stopped early
+    would leave the others waiting in the all-reduce forever.
+    """
+    smallest = int(_all_reduce([float(count)], dist.ReduceOp.MIN)[0])
+    if smallest == 0:
+        raise ValueError("a Ray Train worker has no training image (more workers than usable images?); "
+                         "use fewer workers")
+    return max(1, smallest // per_worker_batch)
 
 
 def _shard_refs(config: TrainConfig, folder: str, cmap: ClassMap | None, rank: int, world: int
@@ -135,6 +150,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
 
     per_worker_batch = max(1, config.batch_size // world)
+    steps = steps_per_epoch(len(train_x), per_worker_batch)
     padding = size // 8 if config.augment else 0
     for epoch in range(start_epoch, config.epochs):
         for group in optimizer.param_groups:
@@ -144,7 +160,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         order = torch.randperm(len(train_x), generator=generator)
         model.train()
         started, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
-        steps = max(1, len(order) // per_worker_batch)
         for step in range(steps):
             batch = order[step * per_worker_batch:(step + 1) * per_worker_batch]
             x = _to_input(train_x[batch], norm, device)
@@ -168,7 +183,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train_loss": totals[0] / max(1.0, totals[2]),
             "train_acc": totals[1] / max(1.0, totals[2]),
             "images_per_s": totals[2] / max(elapsed, 1e-9),
-            "skipped_files": sum(stats.skipped.values()),
+            "steps": steps,
+            "autocast": "bf16" if dtype == torch.bfloat16 else "fp32",
+            "skipped_files": sum(stats.skipped.values()),  # this worker's shard; by reason beside it
+            "skipped_by_reason": json.dumps(dict(sorted(stats.skipped.items()))),
             "resumed_from": start_epoch,
         }
         if val_x is not None:
@@ -178,7 +196,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         last = epoch + 1 == config.epochs
         if rank == 0:
             log.info("epoch %d/%d %s", epoch + 1, config.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in ("epoch", "resumed_from")))
+                     " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                              if k not in ("epoch", "resumed_from")))
         if (epoch + 1) % config.checkpoint_every == 0 or last:
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:

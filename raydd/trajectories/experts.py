@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from raydd.config import option
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.augment import dsa
 from raydd.io.storage import fetch, is_remote, list_files, mirror_of, upload_file
+from raydd.models._weights import load_torch_file
 
 __all__ = ["ExpertsConfig", "expert_files", "experts_zca", "flat_params", "load_expert", "param_layout", "train_expert",
            "train_experts"]
@@ -116,7 +117,7 @@ def save_expert(path: Path, *, trajectory: torch.Tensor, model_name: str, model_
 
 
 def load_expert(path: str | Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_torch_file(path)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd expert file")
     return state
@@ -226,13 +227,11 @@ def train_experts(config: ExpertsConfig) -> list[Path]:
     from raydd.train.trainer import run_torch_trainer
 
     list_images(config.data)
-    if is_remote(config.out):
-        config.out = config.out.rstrip("/")
-    else:
-        out = Path(config.out).expanduser().resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        config.out = str(out)
-    run_torch_trainer(_expert_loop, {"config": asdict(config)}, num_workers=config.num_workers,
+    out = config.out.rstrip("/") if is_remote(config.out) else str(Path(config.out).expanduser().resolve())
+    if not is_remote(out):
+        Path(out).mkdir(parents=True, exist_ok=True)
+    resolved = replace(config, out=out)  # the caller's config stays as given
+    run_torch_trainer(_expert_loop, {"config": asdict(resolved)}, num_workers=config.num_workers,
                       cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name="experts",
-                      storage_path=f"{config.out}/.ray")
-    return expert_files(config.out)
+                      storage_path=f"{out}/.ray")
+    return expert_files(out)
