@@ -14,7 +14,7 @@ from raydd.rded.assembly import grid_cells, patch_ranks, stitch
 from raydd.rded.crops import crop_rng, cut_box, cut_boxes, draft_size, sample_boxes
 from raydd.rded.labels import dense_logits, patch_views, topk_logits
 from raydd.rded.scoring import in_fixed_batches, pad_to_canvas, realism_scores, score_crops
-from raydd.rded.selection import best_crops, combine_topk, partial_topk
+from raydd.rded.selection import best_crops, combine_topk, in_doubt, partial_topk
 
 
 def test_boxes_are_square_inside_and_cover_the_scale_range():
@@ -251,3 +251,36 @@ def test_tensor_crops_take_the_box_they_are_given():
     pixels[:, 10:30, 30:50] = 200
     inside, outside = cut_boxes(pixels, np.array([[30, 10, 20], [0, 0, 10]]), [(8, 8), (8, 8)])
     assert inside.round().eq(200).all() and outside.round().eq(0).all()
+
+
+def test_images_in_doubt_are_those_near_the_cut_off_or_with_a_close_second_crop():
+    crops = np.array([[0.10, 0.105], [0.20, 0.90], [0.21, 0.90], [0.30, 0.95], [2.00, 2.01], [np.nan, np.nan]])
+    # One class, 2 selected: 0.20 is the last in, 0.21 the first out. With 10 % of error on each score:
+    doubt = in_doubt(np.zeros(6, int), crops, per_class=2, gap=0.1)
+    # 0: selected, but its two crops could swap (0.10·1.1 >= 0.105·0.9). 1 and 2 could swap across the cut.
+    # 3: out for sure (0.30·0.9 > 0.20·1.1). 4: far out, so its close crops cannot matter. 5: never scored.
+    assert doubt.tolist() == [True, True, True, False, False, False]
+    assert not in_doubt(np.zeros(6, int), crops, per_class=2, gap=0.0).any()
+
+
+def test_rescoring_the_images_in_doubt_recovers_the_exact_selection():
+    """Scores perturbed by less than the gap (relative) select differently; with the images in doubt put back to
+    their exact scores, the selection is the exact one, over many draws."""
+    rng = np.random.default_rng(0)
+    classes = np.repeat([0, 1, 2], 20)
+    table = pa.table({"class_index": classes.astype(np.int32), "image_id": np.arange(60)})
+
+    def picks(scores):
+        best, score = best_crops(scores)
+        ranked = partial_topk(table.append_column("score", pa.array(score)).append_column(
+            "best_crop", pa.array(best)), 5)
+        return set(zip(ranked["image_id"].to_pylist(), ranked["best_crop"].to_pylist(), strict=True))
+
+    differed = 0
+    for _ in range(200):
+        exact = rng.exponential(1.0, (60, 4))
+        noisy = exact * (1 + rng.uniform(-0.05, 0.05, exact.shape))
+        doubt = in_doubt(classes, noisy, per_class=5, gap=0.11)
+        differed += picks(noisy) != picks(exact)
+        assert picks(np.where(doubt[:, None], exact, noisy)) == picks(exact)
+    assert differed > 20  # the noise alone does change selections: the test can fail

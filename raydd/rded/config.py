@@ -43,6 +43,9 @@ class RdedConfig:
     refine_margin: int | None = option(None, help="with bf16/fp16 scoring: rescore in fp32 every crop of each "
                                                   "class's best ipc·factor² + margin images, so that the selection "
                                                   "is fp32's (default: ipc·factor²/8 + 2; 0: off)")
+    refine_gap: float = option(0.05, help="with tf32 scoring: rescore in fp32 the images a relative score error below "
+                                         "this could move across their class's cut-off or give another best crop "
+                                         "(0: off)")
     soft_label_topk: int = option(10, help="logits kept per soft label (fp16 top-k)")
     image_format: str = option("png", help="png (lossless) or jpeg")
     num_actors: int | None = option(None, help="scoring actors, observer replicas (default: one per CPU for CPU "
@@ -63,6 +66,8 @@ class RdedConfig:
             raise ValueError("at least one observer is needed: --observers SPEC")
         if self.refine_margin is not None and self.refine_margin < 0:
             raise ValueError("refine_margin must be 0 or more")
+        if self.refine_gap < 0:
+            raise ValueError("refine_gap must be 0 or more")
         for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "block_images",
                      "soft_label_topk", "scores_part_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
@@ -91,6 +96,10 @@ class RdedConfig:
         """Whether the scoring actors decode the candidates (else CPU tasks do)."""
         return self.decode == "actor" or (self.decode == "auto" and self.num_gpus_per_actor > 0)
 
+    def refines(self, precision: str) -> bool:
+        """Whether scoring at the resolved ``precision`` is followed by an fp32 pass over some images."""
+        return self.refine_count(precision) > 0 or (precision == "tf32" and self.refine_gap > 0)
+
     def refine_count(self, precision: str) -> int:
         """Images per class beyond ``per_class`` whose crops are rescored in fp32 when scoring ran at the resolved
         ``precision`` (0 unless that is bf16 or fp16)."""
@@ -104,4 +113,4 @@ class RdedConfig:
     def scoring_hash(self) -> str:
         """What the scores depend on: a later run with another ipc can reuse them."""
         return config_hash(self, exclude=(*EXECUTION_FIELDS, "ipc", "soft_label_topk", "image_format",
-                                          "refine_margin"))
+                                          "refine_margin", "refine_gap"))

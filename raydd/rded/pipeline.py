@@ -36,7 +36,7 @@ from raydd.rded.actors import LabelImages, ScoreCrops
 from raydd.rded.assembly import patch_ranks
 from raydd.rded.config import RdedConfig
 from raydd.rded.crops import draft_size
-from raydd.rded.selection import combine_topk, partial_topk
+from raydd.rded.selection import combine_topk, in_doubt, partial_topk
 
 __all__ = ["distill"]
 
@@ -202,16 +202,23 @@ def _scores_table(batch: dict[str, np.ndarray]) -> pa.Table:
 
 def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Table, folder: Path,
             stats: dict[str, Any]) -> pa.Table:
-    """Rescore in fp32 every crop of each class's best ``per_class + refine_count`` images (by their
-    reduced-precision scores) that no earlier run refined, and put those scores in place.
+    """Rescore in fp32 the images whose selection the scoring precision leaves in doubt (those no earlier run
+    refined), and put those scores in place; rows rescored are marked ``refined``.
 
     bf16 rounds logits to about three digits: near a class's cut-off that reorders images and changes which
-    crop of an image is best. Past the cut-off's margin the order is not in doubt, so rescoring the window in
-    fp32 gives fp32's selection for a fraction of fp32's cost. Rows rescored this way are marked ``refined``.
+    crop of an image is best, so every crop of each class's best ``per_class + refine_count`` images is rescored
+    (past that margin the order is not in doubt). TF32's error is some twenty times smaller and scales with the
+    score: only the images within ``refine_gap`` (relative) of their class's cut-off, or of a best-crop change,
+    are rescored. Either way the selection is fp32's for a fraction of fp32's cost.
     """
     if "refined" not in scores.column_names:
         scores = scores.append_column("refined", pa.array(np.zeros(scores.num_rows, dtype=bool)))
-    window = partial_topk(scores, config.per_class + config.refine_count(plan.precision))
+    if plan.precision == "tf32":
+        crop_scores = np.stack(scores["crop_scores"].to_numpy(zero_copy_only=False)).reshape(scores.num_rows, -1)
+        doubt = in_doubt(scores["class_index"].to_numpy(), crop_scores, config.per_class, config.refine_gap)
+        window = scores.filter(pa.array(doubt))
+    else:
+        window = partial_topk(scores, config.per_class + config.refine_count(plan.precision))
     need = window.filter(pc.invert(window["refined"]))["image_id"]
     sub: dict[str, Any] = {}
     # The window is a fraction of the candidates: small blocks keep every actor busy to the end.
@@ -381,7 +388,7 @@ def distill(config: RdedConfig) -> DistilledSet:
         parts = _score(config, plan, candidates, run.work / "scores", stats, precision=plan.precision,
                        block_images=config.block_images)
         scores = pa.concat_tables(parts)
-    if config.refine_count(plan.precision):
+    if config.refines(plan.precision):
         scores = _refine(config, plan, candidates, scores, run.work / "refine", stats)
         parts = [scores]
     scores = scores.sort_by("image_id").replace_schema_metadata(meta)
