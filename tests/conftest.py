@@ -68,13 +68,20 @@ def ray_session() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def s3() -> Iterator[str]:
-    """A real S3-compatible server (moto) on loopback; yields the URI of an empty bucket."""
-    import boto3
+def s3_server() -> Iterator[object]:
+    """A real S3-compatible server (moto) on loopback; a test may stop and start it (its buckets survive)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=S3_PORT, verbose=False)
     server.start()
-    boto3.client("s3").create_bucket(Bucket="raydd-test")
-    yield "s3://raydd-test"
+    yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: object) -> str:
+    """The URI of a bucket on the loopback S3 server."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="raydd-test")
+    return "s3://raydd-test"

@@ -106,3 +106,37 @@ def test_experts_matching_and_training_checkpoints_on_s3(s3, s3_data, ray_sessio
     assert result.checkpoint.startswith("raydd-test/runs/observer/checkpoint_")
     observer = load_observer(f"checkpoint@{s3}/runs/observer")
     assert observer.class_names == tuple(CLASSES)
+
+
+def test_the_store_failing_mid_upload_is_a_clear_error_and_the_rerun_uploads_without_recomputing(
+        s3, s3_server, s3_data, ray_session, monkeypatch):
+    import raydd.rded.pipeline as pipeline
+
+    data, observer = s3_data
+    uri = f"{s3}/sets/cut-off"
+    config = RdedConfig(data=data, observers=[observer], out=uri, ipc=1, factor=1, mipc=4, num_crops=2,
+                        input_size=32, precision="fp32")
+    real_upload, uploads = storage.upload_file, []
+
+    def store_vanishes(local, dest):
+        uploads.append(dest)
+        if len(uploads) == 3:
+            s3_server.stop()
+        real_upload(local, dest)
+
+    monkeypatch.setattr(storage, "upload_file", store_vanishes)
+    try:
+        with pytest.raises(OSError, match="nothing there is marked complete. Rerun the same command"):
+            distill(config)
+    finally:
+        s3_server.start()
+    monkeypatch.setattr(storage, "upload_file", real_upload)
+    assert 0 < len(_listing(uri)) < 10  # a part of the set reached the store, marked incomplete
+    assert not is_distilled_set(uri) and not RunFolder.finished(uri, "another config")
+    with pytest.raises(FileNotFoundError, match="not a finished raydd output"):
+        DistilledSet(uri)
+
+    monkeypatch.setattr(pipeline, "_score", lambda *args, **kwargs: pytest.fail("the rerun recomputed the set"))
+    again = distill(config)
+    assert is_distilled_set(uri) and len(again) == 3
+    assert set(_listing(uri)) >= {"manifest.parquet", "scores.parquet", "raydd.json", "montage.png"}

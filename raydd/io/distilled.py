@@ -32,7 +32,16 @@ import torch
 import yaml
 from PIL import Image
 
-from raydd.io.storage import delete_tree, download_tree, is_remote, mirror_of, read_text, remote_is_empty, upload_tree
+from raydd.io.storage import (
+    delete_tree,
+    download_tree,
+    is_remote,
+    mirror_of,
+    read_text,
+    remote_is_empty,
+    upload_tree,
+    write_remote_text,
+)
 
 __all__ = ["DistilledSet", "OutputExistsError", "RunFolder", "is_distilled_set", "write_parquet"]
 
@@ -87,10 +96,12 @@ class RunFolder:
         """
         uri = str(out).rstrip("/") if is_remote(out) else None
         if uri is not None:
-            if not remote_is_empty(uri):
+            remote = _marker(uri)
+            ours = remote.get("config_hash") == result_hash and not remote.get("complete")
+            if not remote_is_empty(uri) and not ours:  # ours: this config's upload, cut off; it is redone
                 raise OutputExistsError(f"{uri} exists and is not empty; raydd never overwrites it — choose another "
                                         "--out" + (" (it is already a finished run of this same config)"
-                                                   if _marker(uri).get("config_hash") == result_hash else ""))
+                                                   if remote.get("config_hash") == result_hash else ""))
             final = mirror_of(uri)
             shutil.rmtree(final, ignore_errors=True)  # a stale mirror of an output since deleted: raydd's cache
         else:
@@ -114,9 +125,24 @@ class RunFolder:
 
     @staticmethod
     def finished(out: str | Path, result_hash: str) -> bool:
-        """Whether ``out`` already is a complete run of this config (rerunning it has nothing to do)."""
-        marker = _marker(out if is_remote(out) else Path(out).expanduser().resolve())
-        return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
+        """Whether ``out`` already is a complete run of this config (rerunning it has nothing to do).
+
+        A remote run that was built but whose upload was cut off (the store failed) is uploaded again from its
+        local mirror, and then counts as finished.
+        """
+        if not is_remote(out):
+            marker = _marker(Path(out).expanduser().resolve())
+            return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
+        uri = str(out).rstrip("/")
+        marker = _marker(uri)
+        if marker.get("config_hash") == result_hash and marker.get("complete"):
+            return True
+        local = mirror_of(uri)
+        mirrored = _marker(local)
+        if mirrored.get("config_hash") != result_hash or not mirrored.get("complete"):
+            return False
+        _upload(local, uri)
+        return True
 
     def finish(self) -> str | Path:
         """Mark the run complete and move it into place (uploading a remote one); returns where it is."""
@@ -127,9 +153,25 @@ class RunFolder:
         os.replace(self.work, self.final)
         if self.uri is None:
             return self.final
-        upload_tree(self.final, self.uri, last=MARKER)
+        _upload(self.final, self.uri)
         delete_tree(self.storage)  # raydd's own checkpoints of the finished run
         return self.uri
+
+
+def _upload(local: Path, uri: str) -> None:
+    """Upload a finished run so that no reader ever takes it for finished before every file is there: the marker
+    goes first marked incomplete, then every other file, then the marker as it is (complete).
+
+    Raises:
+        OSError: when the store fails, saying where the finished run is and that rerunning uploads it.
+    """
+    marker = _marker(local)
+    try:
+        write_remote_text(f"{uri}/{MARKER}", json.dumps({**marker, "complete": False}))
+        upload_tree(local, uri, last=MARKER)
+    except OSError as err:
+        raise OSError(f"uploading the finished run in {local} to {uri} failed ({err}); nothing there is marked "
+                      "complete. Rerun the same command to upload it again (nothing is recomputed)") from err
 
 
 def is_distilled_set(path: str | Path) -> bool:

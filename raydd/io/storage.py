@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 __all__ = ["delete_tree", "download_file", "download_tree", "fetch", "is_remote", "list_files", "mirror_of",
-           "read_text", "remote_is_empty", "upload_file", "upload_tree"]
+           "read_text", "remote_is_empty", "upload_file", "upload_tree", "write_remote_text"]
 
 
 def is_remote(path: str | Path) -> bool:
@@ -44,6 +44,13 @@ def read_text(uri: str) -> str | None:
         return None
     with fs.open_input_stream(path) as f:
         return f.read().decode()
+
+
+def write_remote_text(uri: str, text: str) -> None:
+    """Write a small remote file (an object store replaces it whole)."""
+    fs, path = _resolve(uri)
+    with fs.open_output_stream(path) as f:
+        f.write(text.encode())
 
 
 def remote_is_empty(uri: str) -> bool:
