@@ -1,13 +1,15 @@
 r"""RDED at ImageNet's class count on one GPU machine, data made in the same run.
 
     D=/tmp/in1k; J=$OUT/rded_gpu.json                     # each stage under its own timeout; J gathers them
-    timeout 120 python benchmarks/rded_gpu.py data    --data $D --classes 1000 --per-class 64 --json $J
-    timeout 60  python benchmarks/rded_gpu.py raw     --data $D --json $J
-    timeout 150 python benchmarks/rded_gpu.py distill --data $D --json $J
-    timeout 200 python benchmarks/rded_gpu.py actors  --data $D --json $J
-    timeout 150 python benchmarks/rded_gpu.py overlap --data $D --json $J
+    timeout 110 python benchmarks/rded_gpu.py data    --data $D --classes 1000 --per-class 64 --json $J
+    timeout 45  python benchmarks/rded_gpu.py raw     --data $D --json $J
+    timeout 120 python benchmarks/rded_gpu.py distill --data $D --json $J
+    timeout 130 python benchmarks/rded_gpu.py actors  --data $D --json $J
+    timeout 100 python benchmarks/rded_gpu.py overlap --data $D --json $J
 
-    python benchmarks/rded_gpu.py all --data /tmp/tiny --classes 4 --per-class 12 --gpus-per-actor 0   # CPU check
+(benchmarks/gpu_check.sh runs exactly these, after installing Ray's wheels.)
+
+    python benchmarks/rded_gpu.py all --data /tmp/tiny --classes 4 --per-class 12 --ipc 2 --gpus-per-actor 0  # CPU
 
 Stages:
   data     N classes (ImageNet wnid folders) × M JPEGs of natural sizes (short side 256-500, aspect 3:4-4:3):
@@ -169,7 +171,7 @@ def run_distill(args: argparse.Namespace, name: str, raw: dict[str, float] | Non
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(os.path.join(args.data, "runs", f".{name}.partial"), ignore_errors=True)
     values = {"data": os.path.join(args.data, "train"), "out": out, "observers": [observer_spec(args)],
-              "class_map": "imagenet", "ipc": 10, "factor": 2, "mipc": args.per_class, "num_crops": 5,
+              "class_map": "imagenet", "ipc": args.ipc, "factor": 2, "mipc": args.per_class, "num_crops": 5,
               "input_size": 224, "num_gpus_per_actor": args.gpus_per_actor, **overrides}
     started = time.perf_counter()
     with RssSampler() as rss, GpuSampler() as gpu:
@@ -213,6 +215,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="folder for the generated tree and the runs")
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=64, help="JPEGs per class, and mipc")
+    parser.add_argument("--ipc", type=int, default=10)
     parser.add_argument("--gpus-per-actor", type=float, default=1.0, help="0: CPU actors (a check of the script)")
     parser.add_argument("--observer", default=None, help="observer spec (default: ResNet-18, seeded random weights)")
     parser.add_argument("--json", default=None, help="also write the result here (stages merge into one file)")
