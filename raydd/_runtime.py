@@ -12,9 +12,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
 from typing import Any
 
-__all__ = ["ALLOCATOR_ENV", "init_ray", "runtime_env", "tune_allocator"]
+__all__ = ["ALLOCATOR_ENV", "RunFailedError", "init_ray", "lost_nodes", "runtime_env", "tune_allocator"]
+
+
+class RunFailedError(RuntimeError):
+    """A Ray run stopped by a failure it could not recover from; its checkpoints are kept, and running the same
+    command again resumes from them (the message says where)."""
 
 # Read by glibc when a process starts: no mmap for large blocks, never trim the heap back to the kernel, and
 # one arena, so that threads other than the main one allocate from the same never-trimmed heap.
@@ -83,3 +89,24 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
         log_to_driver=kwargs.pop("log_to_driver", True),
         **kwargs,
     )
+
+
+def lost_nodes(since: float, wait: float = 10.0) -> str:
+    """The Ray nodes that died after ``since`` (a ``time.time()``), as ``node id (ip): reason`` lines: what a
+    failed run names, since Ray's own error may only say that a worker stopped answering. A worker's death is
+    often noticed before the cluster records its node's, so this waits up to ``wait`` seconds for the record."""
+    try:
+        from ray.util.state import list_nodes
+    except ImportError:
+        return ""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            dead = list_nodes(filters=[("state", "=", "DEAD")], detail=True, raise_on_missing_output=False)
+        except Exception:  # the state API needs the dashboard; without it there is nothing more to say
+            return ""
+        lines = [f"  node {n.node_id} ({n.node_ip}): {n.state_message or 'dead'}" for n in dead
+                 if (n.end_time_ms or 0) >= since * 1000]
+        if lines or time.monotonic() > deadline:
+            return "\n".join(lines)
+        time.sleep(0.5)

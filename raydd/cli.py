@@ -117,7 +117,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from raydd._runtime import tune_allocator
+    from raydd._runtime import RunFailedError, tune_allocator
 
     tune_allocator()
     args = get_parser().parse_args(argv)
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         result = _commands()[args.command][2](args)
-    except (ValueError, OSError) as err:  # bad input, unreachable storage: the message says it; no traceback
+    except (ValueError, OSError, RunFailedError) as err:  # bad input, unreachable storage, a run to resume
         print(f"raydd {args.command}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))

@@ -85,3 +85,8 @@ def s3(s3_server: object) -> str:
 
     boto3.client("s3").create_bucket(Bucket="raydd-test")
     return "s3://raydd-test"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Multi-node tests last: their cluster replaces the session's one-node Ray."""
+    items.sort(key=lambda item: item.get_closest_marker("cluster") is not None)

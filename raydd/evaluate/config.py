@@ -10,7 +10,7 @@ from raydd.models.precision import check_train_precision
 __all__ = ["EXECUTION_FIELDS", "EvalConfig", "rded_batch_size"]
 
 # How the trials run, not what they compute: left out of the resume hash, so a rerun with other resources resumes.
-EXECUTION_FIELDS = ("address", "cpus_per_trial", "gpus_per_trial", "threads_per_trial")
+EXECUTION_FIELDS = ("address", "cpus_per_trial", "gpus_per_trial", "threads_per_trial", "max_failures")
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("none", "random", "random_patches", "both")
 
@@ -50,6 +50,8 @@ class EvalConfig:
     cpus_per_trial: float = option(1.0, help="CPUs per student trial")
     gpus_per_trial: float = option(0.0, help="GPUs per student trial")
     threads_per_trial: int | None = option(None, help="torch threads per CPU trial (default: CPUs per trial)")
+    max_failures: int = option(0, help="restart a failed trial from its last test's checkpoint up to this many times "
+                                       "(a node lost); 0: stop, and a rerun continues the unfinished trials")
     address: str | None = option(None, help="Ray address (default: the running cluster, else a local one)")
 
     def __post_init__(self) -> None:
@@ -70,3 +72,5 @@ class EvalConfig:
         check_train_precision(self.precision)
         if self.eval_every < 1:
             raise ValueError("eval_every must be at least 1")
+        if self.max_failures < 0:
+            raise ValueError("max_failures must be 0 or more")

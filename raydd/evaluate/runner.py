@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from raydd._runtime import init_ray, tune_allocator
+from raydd._runtime import RunFailedError, init_ray, lost_nodes, tune_allocator
 from raydd.config import config_hash
 from raydd.data import DecodeStats, list_images, load_class_map
 from raydd.data.memory import load_tensor_images
@@ -257,13 +258,21 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             trainable,
             param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
             run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                                      failure_config=tune.FailureConfig(max_failures=config.max_failures)),
         )
+    started = time.time()
     results = tuner.fit()
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
     for result in results:
         if result.error is not None:
-            raise RuntimeError(f"trial {result.config} failed") from result.error
+            retried = f" after {config.max_failures} restart(s)" if config.max_failures else ""
+            lost = lost_nodes(started)
+            where = f"Nodes lost during the run:\n{lost}\n" if lost else ""
+            raise RunFailedError(
+                f"trial {result.config} failed{retried}: {result.error}\n{where}Finished trials and the others' last "
+                f"checkpoints are kept in {run.work}: run the same command again to continue (--max-failures N "
+                "restarts a failed trial by itself)") from result.error
         metrics = result.metrics
         if "final_acc" not in metrics:  # Tune stopped early (Ctrl-C): its trials wait in the partial folder
             raise RuntimeError(f"the evaluation stopped before trial {result.config} finished; run the same "

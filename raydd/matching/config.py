@@ -11,7 +11,8 @@ from raydd.matching.weights import GRANULARITIES
 __all__ = ["EXECUTION_FIELDS", "MatchConfig"]
 
 # How a run executes, not what it computes: left out of the config hash, so a rerun may change them and resume.
-EXECUTION_FIELDS = ("num_workers", "cpus_per_worker", "use_gpu", "memory", "checkpoint_every", "name")
+EXECUTION_FIELDS = ("num_workers", "cpus_per_worker", "use_gpu", "memory", "checkpoint_every", "name",
+                    "max_failures")
 
 
 @dataclass
@@ -40,6 +41,8 @@ class MatchConfig:
     num_workers: int = option(1, help="Ray Train workers; gradients are all-reduced")
     cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
     use_gpu: bool = option(False, help="one GPU per worker")
+    max_failures: int = option(0, help="restart the workers from the last checkpoint up to this many times after "
+                                       "a failure, such as a node lost (0: stop, and a rerun resumes)")
     name: str = option("match", help="run name under OUT's storage; rerunning resumes")
 
     def __post_init__(self) -> None:
@@ -53,3 +56,5 @@ class MatchConfig:
                      "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_failures < 0:
+            raise ValueError("max_failures must be 0 or more")

@@ -304,7 +304,7 @@ def match(config: MatchConfig):
     write_config_yaml(asdict(config), run.work / "config.yaml")
     result = run_torch_trainer(_match_loop, {"config": asdict(config)}, num_workers=config.num_workers,
                                cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name=config.name,
-                               storage_path=f"{run.storage}/ray")
+                               storage_path=f"{run.storage}/ray", max_failures=config.max_failures)
     with result.checkpoint.as_directory() as folder:
         state = load_torch_file(Path(folder) / STATE)
     _write_set(config, state, run.work, _zca(config, first))

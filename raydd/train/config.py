@@ -38,6 +38,8 @@ class TrainConfig:
     storage_path: str = option("runs", help="where runs and checkpoints are stored (local or URI)")
     name: str = option("train", help="run name; rerunning with the same name and storage resumes")
     checkpoint_every: int = option(1, help="checkpoint every N epochs (and at the end)")
+    max_failures: int = option(0, help="restart the workers from the last checkpoint up to this many times after "
+                                       "a failure, such as a node lost (0: stop, and a rerun resumes)")
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -47,4 +49,6 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every", "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_failures < 0:
+            raise ValueError("max_failures must be 0 or more")
         check_train_precision(self.precision)

@@ -55,11 +55,15 @@ class ExpertsConfig:
     num_workers: int = option(1, help="Ray Train workers sharing the experts")
     cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
     use_gpu: bool = option(False, help="one GPU per worker")
+    max_failures: int = option(0, help="restart the workers up to this many times after a failure, such as a node "
+                                       "lost (finished experts are kept; 0: stop, and a rerun resumes)")
 
     def __post_init__(self) -> None:
         for name in ("num_experts", "epochs", "batch_size", "num_workers", "cpus_per_worker"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_failures < 0:
+            raise ValueError("max_failures must be 0 or more")
 
 
 def param_layout(model: nn.Module) -> tuple[list[str], list[tuple[int, ...]]]:
@@ -233,5 +237,5 @@ def train_experts(config: ExpertsConfig) -> list[Path]:
     resolved = replace(config, out=out)  # the caller's config stays as given
     run_torch_trainer(_expert_loop, {"config": asdict(resolved)}, num_workers=config.num_workers,
                       cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name="experts",
-                      storage_path=f"{out}/.ray")
+                      storage_path=f"{out}/.ray", max_failures=config.max_failures)
     return expert_files(out)
