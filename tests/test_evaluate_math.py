@@ -39,31 +39,78 @@ def test_strip_shuffling_permutes_whole_strips():
     assert torch.equal(shuffle_strips(x, 1), x)
 
 
-def test_cutmix_box_covers_one_minus_lambda():
-    x = torch.zeros(2, 1, 64, 64)
-    x[1] = 1
-    for seed in range(20):
-        mixed, perm, lam, (top, left, bottom, right) = cutmix(x, torch.Generator().manual_seed(seed))
-        changed = (mixed != x).float().mean(dim=(1, 2, 3))
-        area = (bottom - top) * (right - left) / 64**2
-        assert math.isclose(1 - lam, area, abs_tol=1e-9)
-        for i in range(2):
-            if perm[i] != i:
-                assert math.isclose(float(changed[i]), area, abs_tol=1e-6)
+@pytest.mark.parametrize("alpha, low_share", [(1.0, 0.1), (0.5, 0.2048)])
+def test_mixing_lambda_follows_beta_alpha_alpha(alpha, low_share):
+    """λ ~ Beta(α, α): mean 1/2, variance 1/(4(2α+1)), and P(λ < 0.1) = 0.1 for α = 1, (2/π)·asin(√0.1) for α = ½."""
+    from raydd.evaluate.augment import _beta
 
-
-def test_mixup_is_a_convex_combination():
-    x = torch.rand(4, 3, 8, 8)
-    mixed, perm, lam = mixup(x, torch.Generator().manual_seed(0))
-    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
-
-
-def test_random_resized_crop_and_dsa_keep_shapes():
-    x = torch.rand(5, 3, 16, 16)
     g = torch.Generator().manual_seed(0)
-    assert random_resized_crop(x, (1.0, 1.0), g, ratio=(1.0, 1.0)).allclose(x, atol=1e-5)
-    for _ in range(12):
-        assert dsa(x, g).shape == x.shape
+    draws = torch.tensor([_beta(alpha, g) for _ in range(6000)], dtype=torch.float64)
+    assert float(draws.mean()) == pytest.approx(0.5, abs=0.015)
+    assert float(draws.var()) == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.06)
+    assert float((draws < 0.1).double().mean()) == pytest.approx(low_share, abs=0.015)
+
+
+def test_cutmix_pastes_a_box_of_side_root_one_minus_lambda_from_the_shuffled_batch(monkeypatch):
+    import raydd.evaluate.augment as augment
+
+    n, h = 6, 200
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, h, h).clone()  # image i is all i
+    moved = 0
+    for seed, lam in enumerate((0.1, 0.3, 0.5, 0.7, 0.9) * 4):
+        monkeypatch.setattr(augment, "_beta", lambda alpha, generator, lam=lam: lam)
+        mixed, perm, effective, (top, left, bottom, right) = cutmix(x, torch.Generator().manual_seed(seed))
+        half = int(h * math.sqrt(1 - lam)) // 2
+        if top > 0 and left > 0 and bottom < h and right < h:  # not clipped by the border: the full box
+            assert (bottom - top, right - left) == (2 * half, 2 * half)
+        assert effective == pytest.approx(1 - (bottom - top) * (right - left) / h**2)
+        inside = torch.zeros(h, h, dtype=torch.bool)
+        inside[top:bottom, left:right] = True
+        for i in range(n):  # inside the box: the image perm[i]; outside: image i itself
+            assert torch.equal(mixed[i, 0][inside], torch.full((int(inside.sum()),), float(perm[i])))
+            assert torch.equal(mixed[i, 0][~inside], torch.full((int((~inside).sum()),), float(i)))
+        moved += int((perm != torch.arange(n)).sum())
+    assert moved > 60  # the shuffle moves images (an identity permutation would pass the pixel checks above)
+
+
+def test_mixup_blends_each_image_with_a_shuffled_one_by_a_random_lambda():
+    x = torch.rand(8, 3, 8, 8)
+    lams, moved = [], 0
+    for seed in range(300):
+        mixed, perm, lam = mixup(x, torch.Generator().manual_seed(seed))
+        assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+        lams.append(lam)
+        moved += int((perm != torch.arange(8)).any())
+    lams = torch.tensor(lams)
+    assert moved > 290 and float(lams.std()) == pytest.approx(math.sqrt(1 / 12), rel=0.15)  # Beta(1, 1)
+
+
+def test_random_resized_crop_zooms_by_its_scale():
+    """On a horizontal ramp (pixel value = column), a crop of a quarter of the area, ratio 1, is half the width:
+    resized back to the full width, neighbouring output pixels differ by 1/2 instead of 1."""
+    x = torch.arange(32.0).view(1, 1, 1, 32).expand(4, 1, 32, 32).contiguous()
+    out = random_resized_crop(x, (0.25, 0.25), torch.Generator().manual_seed(0), ratio=(1.0, 1.0))
+    slope = out[:, 0, 16, 8:24].diff(dim=-1)
+    assert torch.allclose(slope, torch.full_like(slope, 0.5), atol=1e-4)
+    assert random_resized_crop(x, (1.0, 1.0), torch.Generator(), ratio=(1.0, 1.0)).allclose(x, atol=1e-4)
+
+
+def test_every_dsa_family_changes_the_images_as_its_kind_does():
+    x = torch.rand(6, 3, 16, 16)
+    seen = set()
+    for seed in range(60):
+        family = int(torch.randint(0, 6, (1,), generator=torch.Generator().manual_seed(seed)))  # dsa's first draw
+        out = dsa(x, torch.Generator().manual_seed(seed))
+        assert out.shape == x.shape and not torch.allclose(out, x), family
+        if family == 2:  # cutout: a square of half the side set to zero in each image, the rest untouched
+            zeroed = (out == 0).all(dim=1)
+            assert torch.equal(out[~zeroed.unsqueeze(1).expand_as(out)], x[~zeroed.unsqueeze(1).expand_as(x)])
+            assert 0.1 < float(zeroed.float().mean()) <= 0.3
+        if family == 3:  # flip: each image is itself or its mirror, and at least one is mirrored
+            flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)]
+            assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, x, strict=True)) and any(flipped)
+        seen.add(family)
+    assert seen == set(range(6))
 
 
 def test_schedules_first_and_last_values():

@@ -14,12 +14,12 @@ from raydd.trajectories.experts import ExpertsConfig, load_expert, param_layout,
 def test_loss_equals_the_formula_on_hand_computed_tensors():
     start = torch.tensor([0.0, 0.0, 0.0])
     target = torch.tensor([1.0, 2.0, 2.0])  # ‖start − target‖² = 9
-    student = torch.tensor([1.0, 1.0, 4.0])  # diff (0, −1, 2)
+    student = torch.tensor([1.0, 1.0, 4.0])  # diff (0, −1, 2): MTT's numerator 5
     assert matching_loss(student, target, start).item() == pytest.approx(5 / 9)
-    w = torch.tensor([3.0, 2.0, 0.5])  # weighted diff (0, −2, 1): numerator 5, denominator unweighted
-    assert matching_loss(student, target, start, w).item() == pytest.approx(5 / 9)
-    w = torch.tensor([1.0, 1.0, 2.0])  # (0, −1, 4) → 17
-    assert matching_loss(student, target, start, w).item() == pytest.approx(17 / 9)
+    w = torch.tensor([3.0, 0.5, 2.0])  # weighted diff (0, −0.5, 4): 16.25; the denominator stays unweighted
+    assert matching_loss(student, target, start, w).item() == pytest.approx(16.25 / 9)
+    w = torch.tensor([1.0, 1.0, 0.5])  # (0, −1, 1) → 2
+    assert matching_loss(student, target, start, w).item() == pytest.approx(2 / 9)
 
 
 @pytest.mark.parametrize("granularity, groups",
@@ -32,10 +32,14 @@ def test_weights_start_at_one_stay_positive_and_average_one(granularity, groups)
     with torch.no_grad():
         weights.rho.normal_(0, 3)
     w = weights()
-    assert (w > 0).all() and w.mean().item() == pytest.approx(1.0, rel=1e-5)
+    # W = exp(ρ) / mean over elements of exp(ρ): each element's ratio to another is exp of their ρ difference.
+    rho = weights.rho.detach()[weights.index]
+    assert torch.allclose(w / w[0], torch.exp(rho - rho[0]), rtol=1e-4)
+    assert (w > 0).all() and float(w.double().mean()) == pytest.approx(1.0, abs=1e-6) and w.std() > 0.5
     summary = weights.summary(["a", "b", "c", "d"])
-    assert set(summary) == {"a", "b", "c", "d"}
-    assert summary["a"]["min"] - 1e-6 <= summary["a"]["mean"] <= summary["a"]["max"] + 1e-6
+    first = w[: 8 * 27]
+    assert summary["a"] == pytest.approx({"mean": float(first.mean()), "min": float(first.min()),
+                                          "max": float(first.max())})
 
 
 def _setup():
@@ -65,6 +69,22 @@ def test_iadd_with_unit_weights_is_mtt_in_loss_and_gradients():
     for a, b in zip(mtt, iadd, strict=True):
         assert torch.allclose(a, b, rtol=1e-6, atol=1e-9)
     assert mtt[1].abs().sum() > 0 and mtt[2].abs() > 0
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "channel", "element"])
+def test_the_gradient_in_rho_at_unit_weights_is_the_closed_form(granularity):
+    """At ρ = 0 (W = 1): ∂L/∂ρ_k = (2/D)·(Σ_{i∈k} d_i² − (n_k/N)·Σ_i d_i²), with d = θ̂ − θ*, D the denominator,
+    n_k the elements of group k and N all elements (the mean-1 normalisation gives the second term)."""
+    model, names, shapes, start, target, images, labels, lr = _setup()
+    weights = ImportanceWeights(shapes, granularity)
+    end = unroll_student(model, names, shapes, start, images, labels, lr, steps=2, batch_size=6,
+                         generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad(matching_loss(end, target, start, weights()), [weights.rho])
+    d2 = (end.detach() - target).double().pow(2)
+    denominator = (start - target).double().pow(2).sum()
+    per_group = torch.zeros(weights.rho.numel(), dtype=torch.float64).index_add_(0, weights.index, d2)
+    expected = 2 / denominator * (per_group - weights.counts.double() / d2.numel() * d2.sum())
+    assert torch.allclose(grad.double(), expected, rtol=1e-3, atol=1e-9) and expected.abs().max() > 0
 
 
 @pytest.mark.parametrize("augment", [None, dsa])

@@ -59,9 +59,15 @@ def test_specs_and_their_errors(tmp_path):
 
 
 def test_torchvision_model_from_local_weights(tmp_path):
-    torch.save(get_model("mobilenet_v2", weights=None).state_dict(), tmp_path / "mb.pth")
+    torch.manual_seed(0)
+    reference = get_model("mobilenet_v2", weights=None).eval()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}, tmp_path / "mb.pth")
     observer = load_observer(f"torchvision:mobilenet_v2@{tmp_path / 'mb.pth'}")
     assert observer.num_outputs == 1000 and observer.input_size == 224
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # the weights loaded are the file's (wrapped and DDP-prefixed), not a fresh init
+        assert torch.equal(observer.logits(x), reference(x))
+        assert not torch.equal(get_model("mobilenet_v2", weights=None).eval()(x), reference(x))
 
 
 def test_registry_refuses_duplicates():

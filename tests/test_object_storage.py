@@ -140,3 +140,18 @@ def test_the_store_failing_mid_upload_is_a_clear_error_and_the_rerun_uploads_wit
     again = distill(config)
     assert is_distilled_set(uri) and len(again) == 3
     assert set(_listing(uri)) >= {"manifest.parquet", "scores.parquet", "raydd.json", "montage.png"}
+
+
+def test_an_unreachable_store_is_a_one_line_error(s3, s3_server, s3_data, capsys, tmp_path):
+    from raydd.cli import main
+
+    data, observer = s3_data
+    s3_server.stop()
+    try:
+        code = main(["rded", "--data", data, "--observer", observer, "--out", str(tmp_path / "out"), "--ipc", "1",
+                     "--factor", "1", "--mipc", "2"])
+    finally:
+        s3_server.start()
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("raydd rded: error:") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -25,6 +25,10 @@ def test_boxes_are_square_inside_and_cover_the_scale_range():
     assert area.min() >= 0.075 and area.max() <= 80 * 80 / (120 * 80) + 1e-9
     # Large draws that cannot fit as squares fall back to the centred square of the shorter side.
     assert ((side == 80) & (left == 20) & (top == 0)).any()
+    # Draws that cannot fit as squares (over 2/3 of this image) are drawn again, so the area fraction is uniform on
+    # (0.08, 2/3): a sampler that ignored the lower bound, or the retries, would shift these shares.
+    for q in (0.2, 0.31, 0.5):
+        assert float((area < q).mean()) == pytest.approx((q - 0.08) / (2 / 3 - 0.08), abs=0.03)
 
 
 def test_boxes_depend_only_on_seed_and_name():

@@ -1,7 +1,9 @@
 """RDED end to end on Ray Data, checked against a plain single-process implementation of DESIGN §1."""
 
 import json
+import math
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import raydd.rded.pipeline as pipeline
-from raydd.data import list_images, sample_per_class
 from raydd.io import DistilledSet, OutputExistsError
-from raydd.models import get_entry, get_model, load_observer
+from raydd.models import get_entry, get_model
 from raydd.rded import RdedConfig, distill
-from raydd.rded.crops import crop_rng, sample_boxes
 from raydd.train import save_checkpoint
 from tests.conftest import make_image_folder
 
@@ -42,29 +42,55 @@ def _config(setup, out, **kwargs):
     return RdedConfig(**{**values, **kwargs})
 
 
-def reference_rded(data: Path, observer_spec: str, *, ipc, factor, mipc, num_crops, size, seed):
-    """DESIGN §1 written plainly: per class, per image, per crop; sort; stitch."""
-    observer = load_observer(observer_spec)
-    index = list_images(data)
-    drawn = sample_per_class(index, mipc, seed=seed)
+def _reference_files(data: Path) -> dict[str, list[str]]:
+    """The class folders' image files, sorted (written here, not taken from raydd)."""
+    return {c: sorted(str(p) for p in (data / c).iterdir() if p.suffix.lower() in (".png", ".jpg")) for c in CLASSES}
+
+
+def _reference_boxes(width: int, height: int, count: int, seed: int, rel: str) -> list[tuple[int, int, int]]:
+    """RandomResizedCrop's draw with ratio 1 (ten tries of an area fraction in (0.08, 1), else the centred square),
+    from a generator seeded by (seed, "RDED", crc32 of the image's relative path), as the README states."""
+    rng = np.random.default_rng([seed, 0x52444544, zlib.crc32(rel.encode())])
+    boxes = []
+    for _ in range(count):
+        for _ in range(10):
+            side = round(math.sqrt(width * height * rng.uniform(0.08, 1.0)))
+            if 0 < side <= min(width, height):
+                top = int(rng.integers(0, height - side + 1))
+                boxes.append((int(rng.integers(0, width - side + 1)), top, side))
+                break
+        else:
+            side = min(width, height)
+            boxes.append(((width - side) // 2, (height - side) // 2, side))
+    return boxes
+
+
+def reference_rded(data: Path, observer_folder: Path, *, ipc, factor, mipc, num_crops, size, seed):
+    """RDED written plainly from its description: per class, per image, per crop; sort; stitch. Only the model's
+    architecture comes from raydd; files, draws, boxes, normalisation and weights are read here."""
+    state = torch.load(observer_folder / "model.pt", weights_only=True)
+    model = get_model(state["model"], **state["model_args"]).eval()
+    model.load_state_dict(state["state_dict"])
+    mean = torch.tensor(state["normalization"]["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(state["normalization"]["std"]).view(1, 3, 1, 1)
     crop = size // factor
     selected, images = {}, {}
-    for c, name in enumerate(CLASSES):
+    for c, (name, files) in enumerate(_reference_files(data).items()):
+        order = np.random.default_rng([seed, zlib.crc32(name.encode())]).permutation(len(files))[:mipc]
         ranked = []
-        for order, ref in enumerate(drawn[name]):
-            image = Image.open(ref).convert("RGB")
-            rel = os.path.relpath(ref, data)
-            boxes = sample_boxes(image.width, image.height, num_crops, crop_rng(seed, rel))
+        for position, index in enumerate(order):
+            image = Image.open(files[index]).convert("RGB")
+            rel = os.path.relpath(files[index], data)
+            boxes = _reference_boxes(image.width, image.height, num_crops, seed, rel)
             crops = [np.asarray(image.crop((x, y, x + s, y + s)).resize((crop, crop), Image.Resampling.BILINEAR))
                      for x, y, s in boxes]
-            pixels = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255
-            x = observer.normalize(pixels)
+            x = (torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255 - mean) / std
             pad = (size - crop) // 2
             x = F.pad(x, (pad, size - crop - pad, pad, size - crop - pad))
             with torch.no_grad():
-                scores = -F.log_softmax(observer.model(x), dim=1)[:, c]
+                scores = -F.log_softmax(model(x), dim=1)[:, c]
             best = int(scores.argmin())
-            ranked.append((float(scores[best]), order, rel, tuple(int(v) for v in boxes[best])))
+            ranked.append((float(scores[best]), position, rel, tuple(int(v) for v in boxes[best])))
         ranked.sort(key=lambda r: (r[0], r[1]))
         keep = ranked[: ipc * factor * factor]
         selected[name] = [(r[2], r[3]) for r in keep]
@@ -81,11 +107,12 @@ def reference_rded(data: Path, observer_spec: str, *, ipc, factor, mipc, num_cro
 
 
 def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_session):
-    _root, data, observer = setup
-    one = distill(_config(setup, "one", num_actors=1))
-    two = distill(_config(setup, "two", num_actors=2))
+    root, data, _observer = setup
+    one = distill(_config(setup, "one", num_actors=1, threads_per_actor=1))
+    two = distill(_config(setup, "two", num_actors=2, threads_per_actor=1))
 
-    selected, images = reference_rded(data, observer, ipc=2, factor=2, mipc=10, num_crops=3, size=32, seed=5)
+    selected, images = reference_rded(data, root / "observer", ipc=2, factor=2, mipc=10, num_crops=3, size=32,
+                                      seed=5)
     manifest = one.manifest.to_pylist()
     pixels, labels = one.images()
     for row, image, label in zip(manifest, pixels, labels.tolist(), strict=True):
@@ -95,7 +122,7 @@ def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_se
         assert list(zip(row["patch_sources"], map(tuple, row["patch_boxes"]), strict=True)) == expected
         assert np.array_equal(image.permute(1, 2, 0).numpy(), images[(name, n)])
 
-    # Same seed, other actor count: byte-identical images and manifest.
+    # Same seed and threads per actor, other actor count: byte-identical images and manifest.
     for rel in ["manifest.parquet", *one.manifest.column("file").to_pylist()]:
         assert (one.path / rel).read_bytes() == (two.path / rel).read_bytes(), rel
 
@@ -107,7 +134,7 @@ def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_se
     assert one.stats["candidates"] == 30 and one.stats["crops_scored"] == 90
 
     # Rerunning a finished config is a no-op; any other config refuses to touch the folder.
-    assert distill(_config(setup, "one", num_actors=1)).path == one.path
+    assert distill(_config(setup, "one", num_actors=1, threads_per_actor=1)).path == one.path
     with pytest.raises(OutputExistsError, match="never overwrites"):
         distill(_config(setup, "one", seed=6))
 
