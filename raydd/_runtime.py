@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 import time
 from typing import Any
@@ -80,6 +81,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
     import ray
 
     tune_allocator()
+    # Ray Data lets the actors of a failed run go when their last reference does, and its exception's traceback
+    # holds them in a reference cycle: until a garbage collection they keep their CPUs, and the next job of a
+    # long-lived driver waits for them. Every raydd job starts here.
+    gc.collect()
     if ray.is_initialized():
         return
     ray.init(

@@ -79,6 +79,7 @@ def nodes() -> Iterator[ThreeNodes]:
 @pytest.fixture
 def three(nodes: ThreeNodes) -> Iterator[ThreeNodes]:
     nodes.restore()
+    nodes.removed.clear()  # the nodes one test removed are not the next test's
     yield nodes
     nodes.restore()
 

@@ -4,6 +4,7 @@ import copy
 import shlex
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
@@ -28,7 +29,7 @@ def test_launcher_yaml_passes_rays_own_schema(name):
 
     broken = copy.deepcopy(config)
     broken["available_node_types"]["gpu_worker"]["node_typo"] = {}
-    with pytest.raises(Exception, match="node_typo"):
+    with pytest.raises(jsonschema.ValidationError, match="node_typo"):
         validate_config(prepare_config(broken))
 
 
@@ -50,4 +51,9 @@ def test_kuberay_rayjob_has_the_required_keys_and_a_valid_entrypoint():
     assert argv[:2] == ["python", "/opt/raydd/examples/imagenet_rded.py"]
     args = _load("imagenet_rded").get_parser().parse_args(argv[2:])  # the example accepts every flag
     assert args.data.startswith("s3://") and args.out.startswith("s3://") and args.num_gpus_per_actor == 1
-    assert "COPY" in (CLUSTERS / "Dockerfile").read_text()
+    # The image holds this checkout at the entrypoint's path, installed, with the tuned allocator.
+    lines = [line.split() for line in (CLUSTERS / "Dockerfile").read_text().splitlines() if line and line[0] != "#"]
+    assert ["COPY", "--chown=ray:users", ".", "/opt/raydd"] in lines
+    assert any(words[:2] == ["RUN", "pip"] and words[-1] == "/opt/raydd" for words in lines)
+    assert any(words[0] == "ENV" and "MALLOC_ARENA_MAX=1" in words for words in lines)
+    assert (CLUSTERS.parent / argv[1].removeprefix("/opt/raydd/")).exists()

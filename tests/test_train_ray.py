@@ -1,6 +1,8 @@
 """One real Ray Train run: 2 gloo workers on unequal shards, stopped after an epoch, then resumed from its
 checkpoint on 1."""
 
+import math
+
 from raydd.models import load_observer
 from raydd.train import TrainConfig, fit
 from tests.conftest import make_image_folder
@@ -25,3 +27,10 @@ def test_two_workers_train_resume_and_load_as_observer(tmp_path, ray_session):
 
     observer = load_observer(f"checkpoint@{tmp_path / 'runs' / 'obs'}")
     assert observer.class_names == tuple(classes)
+
+    # One more epoch with label smoothing 1: the targets are uniform, so the cross-entropy cannot fall below ln 3
+    # whatever the model predicts; the trained model's unsmoothed loss is far below that.
+    assert second.metrics["train_loss"] < 0.9
+    config.epochs, config.label_smoothing = 5, 1.0
+    third = fit(config)
+    assert third.metrics["resumed_from"] == 4 and third.metrics["train_loss"] >= math.log(3) - 1e-3

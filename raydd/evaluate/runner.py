@@ -110,10 +110,11 @@ def _teacher(config: EvalConfig, source: _Source) -> tuple[str, list[int] | None
     if config.teacher is None and source.columns is not None and config.class_map is None:
         return spec, source.columns[0]
     observer = load_observer(spec)
-    cmap = observer.class_map_for(source.classes, config.class_map)
-    if list(cmap.classes) != list(source.classes):
-        raise ValueError("the teacher's class map orders the classes differently from the set")
-    return spec, cmap.restricted(observer.num_outputs)
+    cmap = observer.class_map_for(source.classes, config.class_map)  # refuses a class the teacher lacks
+    # The teacher's logit for each of the set's classes, by name: its own class order may differ.
+    output = dict(zip(cmap.classes, cmap.indices, strict=True))
+    columns = [output[c] for c in source.classes]
+    return spec, None if columns == list(range(observer.num_outputs)) else columns
 
 
 def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:

@@ -297,6 +297,7 @@ def match(config: MatchConfig):
     if config.max_start_epoch + config.expert_epochs > epochs:
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
                          f"exceeds the experts' {epochs} epochs")
+    _zca(config, first)  # a missing whitening is an error here, before any worker starts
     result_hash = config_hash(config, exclude=EXECUTION_FIELDS)
     if RunFolder.finished(config.out, result_hash):
         return DistilledSet(config.out)

@@ -371,6 +371,7 @@ def distill(config: RdedConfig) -> DistilledSet:
     started = time.perf_counter()
     plan, index = _plan(config)
     candidates = _candidates(config, plan, index)
+    reused = _load_scores(config) if config.from_scores else None  # refused before any folder is made
     run = RunFolder.open(config.out, result_hash, kind="rded")
     write_config_yaml(asdict(config), run.work / "config.yaml")
     timings["plan_s"] = time.perf_counter() - started
@@ -380,8 +381,8 @@ def distill(config: RdedConfig) -> DistilledSet:
 
     t = time.perf_counter()
     meta = {b"raydd": json.dumps({"scoring_hash": config.scoring_hash(), "root": config.data}).encode()}
-    if config.from_scores:
-        scores = _load_scores(config)
+    if reused is not None:
+        scores = reused
         stats["scores_from"] = config.from_scores
         parts = [scores]
     else:
