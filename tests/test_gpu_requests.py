@@ -23,7 +23,8 @@ def requests(monkeypatch):
     seen = []
 
     class Recorder:
-        def __init__(self, loop, *, train_loop_config, scaling_config, run_config):
+        def __init__(self, loop, *, train_loop_config, scaling_config, run_config, torch_config=None):
+            scaling_config.backend = torch_config.backend if torch_config else "default (nccl on GPUs)"
             seen.append(scaling_config)
 
         def fit(self):
@@ -37,6 +38,7 @@ def requests(monkeypatch):
 def _one_gpu_each(scaling, workers: int, cpus: int) -> None:
     assert scaling.use_gpu and scaling.num_workers == workers
     assert scaling._resources_per_worker_not_none == {"CPU": cpus, "GPU": 1}
+    assert scaling.backend.startswith("default")  # whole GPUs: Ray Train's NCCL
 
 
 def test_train_experts_and_match_ask_for_one_gpu_per_worker(tmp_path, requests):
@@ -54,3 +56,18 @@ def test_train_experts_and_match_ask_for_one_gpu_per_worker(tmp_path, requests):
         match(MatchConfig(data=str(data), experts=str(tmp_path / "experts"), out=str(tmp_path / "m"), ipc=1,
                           expert_epochs=1, max_start_epoch=2, use_gpu=True, num_workers=2, cpus_per_worker=2))
     _one_gpu_each(requests[-1], 2, 2)
+
+
+def test_a_fraction_of_a_gpu_per_worker_shares_one_over_gloo(tmp_path, requests):
+    data = make_image_folder(tmp_path / "train", ["a", "b", "c"], 3, size=32)
+    with pytest.raises(FileNotFoundError, match="no expert files"):
+        train_experts(ExpertsConfig(data=str(data), out=str(tmp_path / "none"), use_gpu=True, num_workers=4,
+                                    gpus_per_worker=0.25))
+    scaling = requests[-1]
+    assert scaling._resources_per_worker_not_none == {"CPU": 1, "GPU": 0.25} and scaling.backend == "gloo"
+    (tmp_path / "experts").mkdir()
+    _fake_experts(tmp_path / "experts", count=1, epochs=3)
+    with pytest.raises(AttributeError):
+        match(MatchConfig(data=str(data), experts=str(tmp_path / "experts"), out=str(tmp_path / "m"), ipc=1,
+                          expert_epochs=1, max_start_epoch=2, use_gpu=True, num_workers=2, gpus_per_worker=0.5))
+    assert requests[-1]._resources_per_worker_not_none == {"CPU": 1, "GPU": 0.5} and requests[-1].backend == "gloo"

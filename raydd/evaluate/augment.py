@@ -19,18 +19,29 @@ __all__ = ["cutmix", "dsa", "hflip", "mixup", "random_resized_crop", "shuffle_st
 
 
 def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Per sample, permute the ``factor`` column strips of the stitched grid, then its row strips."""
+    """Per sample, permute the ``factor`` column strips of the stitched grid, then its row strips.
+
+    The permutations are drawn per sample (columns, then rows) on the generator's device; the pixels move in two
+    gathers over the whole batch, with no per-sample step on ``x``'s device.
+    """
     if factor <= 1:
         return x
-    out = torch.empty_like(x)
-    for i in range(len(x)):
-        cols = grid_spans(x.shape[-1], factor)
-        order = torch.randperm(factor, generator=generator).tolist()
-        image = torch.cat([x[i][..., :, a:a + n] for a, n in (cols[j] for j in order)], dim=-1)
-        rows = grid_spans(x.shape[-2], factor)
-        order = torch.randperm(factor, generator=generator).tolist()
-        out[i] = torch.cat([image[..., a:a + n, :] for a, n in (rows[j] for j in order)], dim=-2)
-    return out
+    n, h, w = len(x), x.shape[-2], x.shape[-1]
+
+    def pixel_order(spans: list[tuple[int, int]], orders: torch.Tensor) -> torch.Tensor:
+        # Per sample, the source pixel of every output position along one axis, the strips laid in drawn order:
+        # position p falls in output strip k (the last that starts at or before p) and reads strip order[k].
+        starts, lengths = torch.tensor(spans).T
+        laid = torch.cumsum(lengths[orders], 1) - lengths[orders]  # where each drawn strip starts in the output
+        p = torch.arange(int(lengths.sum()))
+        k = (laid[:, :, None] <= p).sum(1) - 1
+        return starts[orders].gather(1, k) + p - laid.gather(1, k)
+
+    draws = [torch.randperm(factor, generator=generator) for _ in range(2 * n)]
+    cols = pixel_order(grid_spans(w, factor), torch.stack(draws[0::2]).cpu()).to(x.device)
+    rows = pixel_order(grid_spans(h, factor), torch.stack(draws[1::2]).cpu()).to(x.device)
+    out = x.gather(-1, cols[:, None, None, :].expand(n, x.shape[1], h, w))
+    return out.gather(-2, rows[:, None, :, None].expand(n, x.shape[1], h, w))
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from raydd.matching.weights import GRANULARITIES
 __all__ = ["EXECUTION_FIELDS", "MatchConfig"]
 
 # How a run executes, not what it computes: left out of the config hash, so a rerun may change them and resume.
-EXECUTION_FIELDS = ("num_workers", "cpus_per_worker", "use_gpu", "memory", "checkpoint_every", "name",
-                    "max_failures")
+EXECUTION_FIELDS = ("num_workers", "cpus_per_worker", "use_gpu", "gpus_per_worker", "memory", "checkpoint_every",
+                    "name", "max_failures")
 
 
 @dataclass
@@ -40,7 +40,9 @@ class MatchConfig:
     seed: int = option(0, help="seed of the initial images and of each worker's expert/start draws")
     num_workers: int = option(1, help="Ray Train workers; gradients are all-reduced")
     cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
-    use_gpu: bool = option(False, help="one GPU per worker")
+    use_gpu: bool = option(False, help="GPUs for the workers (gpus_per_worker each)")
+    gpus_per_worker: float = option(1.0, help="with use_gpu: GPUs per worker; a fraction lets workers share a GPU "
+                                              "(their process group then uses gloo: NCCL takes one rank a device)")
     max_failures: int = option(0, help="restart the workers from the last checkpoint up to this many times after "
                                        "a failure, such as a node lost (0: stop, and a rerun resumes)")
     name: str = option("match", help="run name under OUT's storage; rerunning resumes")

@@ -144,9 +144,13 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
 
     batch = config.batch_syn or len(syn)
     params = [syn, lr, *(weights.parameters() if weights else [])]
+    trajectories: dict[int, torch.Tensor] = {}  # each expert file opened (memory-mapped) once, not per iteration
     for it in range(start_it, config.iterations):
         rng = np.random.default_rng([config.seed, rank, it])
-        trajectory = load_torch_file(files[int(rng.integers(len(files)))], mmap=True)["trajectory"]
+        drawn = int(rng.integers(len(files)))
+        if drawn not in trajectories:
+            trajectories[drawn] = load_torch_file(files[drawn], mmap=True)["trajectory"]
+        trajectory = trajectories[drawn]
         t = int(rng.integers(config.max_start_epoch))
         start = trajectory[t].to(device)
         target = trajectory[t + config.expert_epochs].to(device)
@@ -174,8 +178,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
         for p in params:
             p.grad = None
         last = it + 1 == config.iterations
-        metrics = {"iteration": it + 1, "loss": stats.item() / world, "lr": float(lr.detach()),
-                   "skipped_steps": skipped}
+        loss_sum, lr_now = torch.cat([stats, lr.detach().reshape(1)]).tolist()  # one host read an iteration
+        metrics = {"iteration": it + 1, "loss": loss_sum / world, "lr": lr_now, "skipped_steps": skipped}
         if (it + 1) % config.checkpoint_every == 0 or last:
             reference = syn.detach().clone()
             if world > 1:
@@ -304,7 +308,8 @@ def match(config: MatchConfig):
     run = RunFolder.open(config.out, result_hash, kind=config.method)
     write_config_yaml(asdict(config), run.work / "config.yaml")
     result = run_torch_trainer(_match_loop, {"config": asdict(config)}, num_workers=config.num_workers,
-                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name=config.name,
+                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
+                               gpus_per_worker=config.gpus_per_worker, name=config.name,
                                storage_path=f"{run.storage}/ray", max_failures=config.max_failures)
     with result.checkpoint.as_directory() as folder:
         state = load_torch_file(Path(folder) / STATE)

@@ -34,7 +34,9 @@ class TrainConfig:
     seed: int = option(0, help="seed for init, shuffling and augmentation")
     num_workers: int = option(1, help="Ray Train workers (DDP)")
     cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
-    use_gpu: bool = option(False, help="one GPU per worker")
+    use_gpu: bool = option(False, help="GPUs for the workers (gpus_per_worker each)")
+    gpus_per_worker: float = option(1.0, help="with use_gpu: GPUs per worker; a fraction lets workers share a GPU "
+                                              "(their process group then uses gloo: NCCL takes one rank a device)")
     storage_path: str = option("runs", help="where runs and checkpoints are stored (local or URI)")
     name: str = option("train", help="run name; rerunning with the same name and storage resumes")
     checkpoint_every: int = option(1, help="checkpoint every N epochs (and at the end)")

@@ -159,7 +159,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                                                       .generate_state(1)[0]))
         order = torch.randperm(len(train_x), generator=generator)
         model.train()
-        started, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
+        # Summed on the device, read once an epoch: no host round-trip per step.
+        started, seen = time.perf_counter(), 0
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
         for step in range(steps):
             batch = order[step * per_worker_batch:(step + 1) * per_worker_batch]
             x = _to_input(train_x[batch], norm, device)
@@ -172,11 +174,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(batch)
-            correct += int((logits.argmax(1) == y).sum())
+            loss_sum += loss.detach() * len(batch)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(batch)
         elapsed = time.perf_counter() - started
-        totals = _all_reduce([loss_sum, correct, seen])
+        totals = _all_reduce([float(loss_sum), int(correct), seen])
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr_at(epoch, config),

@@ -34,7 +34,8 @@ def _storage(path: str) -> str:
 
 def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], *, num_workers: int,
                       use_gpu: bool, name: str, storage_path: str, cpus_per_worker: int = 1,
-                      keep_checkpoints: int | None = None, max_failures: int = 0) -> Any:
+                      gpus_per_worker: float = 1.0, keep_checkpoints: int | None = None,
+                      max_failures: int = 0) -> Any:
     """Run ``loop`` on ``num_workers`` Ray Train workers whose processes start with the tuned allocator and
     ``cpus_per_worker`` torch threads; rerunning with the same ``name`` and ``storage_path`` resumes.
     Returns Ray's result.
@@ -42,11 +43,14 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
     After a failure (a worker's node lost) Ray Train restarts the workers from the last checkpoint, up to
     ``max_failures`` times; past that the error says where the checkpoints are and how to resume.
 
+    With ``use_gpu`` each worker takes ``gpus_per_worker`` GPUs; below one, several workers share a GPU and
+    their process group uses gloo, since NCCL refuses two ranks on one device.
+
     Ray Train's local mode (0 workers) is refused: it keeps no checkpoint, so a run could neither resume nor
     hand back its result. One worker with several CPUs does what it would, with both.
     """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     if num_workers < 1:
         raise ValueError("num_workers must be at least 1: Ray Train's local mode (0 workers) keeps no "
@@ -58,7 +62,9 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
         train_loop_config=loop_config,
         # Ray sets each worker's OMP_NUM_THREADS, and so torch's thread count, to the CPUs it reserves.
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus_per_worker,
+                                                           **({"GPU": gpus_per_worker} if use_gpu else {})}),
+        torch_config=TorchConfig(backend="gloo") if use_gpu and gpus_per_worker < 1 else None,
         run_config=RunConfig(name=name, storage_path=storage,
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
                              failure_config=FailureConfig(max_failures=max_failures),
@@ -98,7 +104,8 @@ def fit(config: TrainConfig) -> TrainResult:
     """
     _check_inputs(config)
     result = run_torch_trainer(train_loop_per_worker, {"config": asdict(config)}, num_workers=config.num_workers,
-                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name=config.name,
+                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
+                               gpus_per_worker=config.gpus_per_worker, name=config.name,
                                storage_path=config.storage_path, keep_checkpoints=2,
                                max_failures=config.max_failures)
     if result.checkpoint is None:

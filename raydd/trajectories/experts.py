@@ -54,7 +54,9 @@ class ExpertsConfig:
     seed: int = option(0, help="expert i starts from seed + i")
     num_workers: int = option(1, help="Ray Train workers sharing the experts")
     cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
-    use_gpu: bool = option(False, help="one GPU per worker")
+    use_gpu: bool = option(False, help="GPUs for the workers (gpus_per_worker each)")
+    gpus_per_worker: float = option(1.0, help="with use_gpu: GPUs per worker; a fraction lets workers share a GPU "
+                                              "(their process group then uses gloo: NCCL takes one rank a device)")
     max_failures: int = option(0, help="restart the workers up to this many times after a failure, such as a node "
                                        "lost (finished experts are kept; 0: stop, and a rerun resumes)")
 
@@ -92,7 +94,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
     snapshots = [flat_params(model)]
     for _ in range(config.epochs):
         model.train()
-        total, batches = 0.0, 0
+        total, batches = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
         order = torch.randperm(len(images), generator=generator)
         for s in range(0, len(order), config.batch_size):
             batch = order[s:s + config.batch_size]
@@ -105,10 +107,10 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, batches = total + float(loss.detach()), batches + 1
+            total, batches = total + loss.detach(), batches + 1
         snapshots.append(flat_params(model))
         if on_epoch is not None:
-            on_epoch(len(snapshots) - 1, total / max(1, batches))
+            on_epoch(len(snapshots) - 1, float(total) / max(1, batches))
     return torch.stack(snapshots)
 
 
@@ -236,6 +238,7 @@ def train_experts(config: ExpertsConfig) -> list[Path]:
         Path(out).mkdir(parents=True, exist_ok=True)
     resolved = replace(config, out=out)  # the caller's config stays as given
     run_torch_trainer(_expert_loop, {"config": asdict(resolved)}, num_workers=config.num_workers,
-                      cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu, name="experts",
+                      cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
+                      gpus_per_worker=config.gpus_per_worker, name="experts",
                       storage_path=f"{out}/.ray", max_failures=config.max_failures)
     return expert_files(out)
