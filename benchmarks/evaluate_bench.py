@@ -4,6 +4,8 @@ r"""Distil with RDED and evaluate under the RDED protocol beside the random-subs
     python benchmarks/evaluate_bench.py cifar10 --observer checkpoint@RUN  # an observer from `raydd train`
     python benchmarks/evaluate_bench.py imagenette --ipc 10 --student convnet5 --input-size 128 \
         --precision bf16                                                 # EfficientNet-Lite0 observer
+    python benchmarks/evaluate_bench.py cifar10 --baseline random,herding --scores dd-ranking \
+        --full-data-acc 0.8102                                           # DD-Ranking's scores, herding beside
 
 Scores once (at the largest IPC) and selects the smaller IPCs from the same scores.
 """
@@ -54,7 +56,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--soft-labels", default="online", choices=["online", "stored"])
     parser.add_argument("--precision", default="auto", choices=TRAIN_PRECISIONS)
-    parser.add_argument("--baseline", default="random", choices=["random", "random_patches", "both"])
+    parser.add_argument("--baseline", default="random", help="random, random_patches, herding, both, or a list "
+                                                              "joined by commas")
+    parser.add_argument("--scores", default="none", choices=["none", "dd-ranking"])
+    parser.add_argument("--full-data-acc", type=float, default=None, help="dd-ranking: a known full-data accuracy")
+    parser.add_argument("--full-data-epochs", type=int, default=200, help="dd-ranking: else the full-data run's")
     parser.add_argument("--eval-every", type=int, default=25, help="test every N epochs (the last always)")
     parser.add_argument("--out", default=None, help="keep the sets and reports here")
     args = parser.parse_args()
@@ -95,6 +101,9 @@ def main() -> None:
                 seeds=args.seeds,
                 soft_labels=args.soft_labels,
                 baseline=args.baseline,
+                scores=args.scores,
+                full_data_acc=args.full_data_acc,
+                full_data_epochs=args.full_data_epochs,
                 precision=args.precision,
                 eval_every=args.eval_every,
                 real_data=os.path.join(root, "train"),
@@ -114,6 +123,8 @@ def main() -> None:
                     }
                     for name, s in report["sets"].items()
                 },
+                **({"scores": {k: report["scores"][k] for k in ("hlr", "ior", "ior_no_aug", "lrs", "ars", "per_seed",
+                                                                "full_data_acc")}} if "scores" in report else {}),
                 "report": os.path.join(report["out"], "report.json"),
             }
         )

@@ -2,6 +2,7 @@
 
 import copy
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -196,14 +197,56 @@ def test_a_student_resumed_from_its_state_ends_as_one_never_stopped(protocol):
     soft = torch.randn(8, 2)
     states: list[dict] = []
 
+    progress: list[dict] = []
+
     def keep(metrics, state):
-        states.append(copy.deepcopy(state))
+        progress.append(metrics)
+        if state is not None:
+            states.append(copy.deepcopy(state))
 
     whole = train_student(plan, 3, x, y, x, y, soft=soft, report=keep)
     assert [s["epoch"] for s in states] == [2, 4]
+    # Every epoch reports where the trial stands; only the tests carry an accuracy and a state.
+    assert [m["epoch"] for m in progress] == [1, 2, 3, 4]
+    assert ["test_acc" in m for m in progress] == [False, True, False, True]
+    assert all(m["images_per_s"] > 0 and m["train_loss"] > 0 for m in progress) and progress[-1]["eta_s"] == 0
     ends: list[dict] = []
     resumed = train_student(plan, 3, x, y, x, y, soft=soft, state=states[0],
-                            report=lambda metrics, state: ends.append(copy.deepcopy(state)))
+                            report=lambda metrics, state: state and ends.append(copy.deepcopy(state)))
     assert resumed == whole and [s["epoch"] for s in ends] == [4]
     for name, tensor in states[1]["model"].items():
         assert torch.equal(ends[0]["model"][name], tensor), name
+
+
+def _batches_seen(monkeypatch, plan: StudentPlan, **kwargs) -> tuple[list[torch.Tensor], list[str]]:
+    """The pixels the student was fed and the losses used, for one short run."""
+    import raydd.evaluate.students as students
+
+    fed, losses = [], []
+    real_ce, real_kd = students.F.cross_entropy, students.kd_loss
+    monkeypatch.setattr(students, "_normalize", lambda x: fed.append(x.clone()) or x)
+    monkeypatch.setattr(students.F, "cross_entropy", lambda *a, **k: losses.append("ce") or real_ce(*a, **k))
+    monkeypatch.setattr(students, "kd_loss", lambda *a, **k: losses.append("kd") or real_kd(*a, **k))
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    train_student(plan, 0, x, torch.arange(8) % 2, x[:0], torch.arange(0), **kwargs)
+    return fed[:2], losses, x
+
+
+@pytest.mark.parametrize("protocol", ["rded", "mtt"])
+def test_without_augmentation_the_student_sees_the_images_unchanged(monkeypatch, protocol):
+    plan = StudentPlan(protocol=protocol, student="convnet3", num_classes=2, input_size=32, epochs=1, batch_size=8,
+                       lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=2, eval_every=1)
+    for augment in (True, False):
+        fed, _, x = _batches_seen(monkeypatch, replace(plan, augment=augment), soft=torch.randn(8, 2))
+        seen = sorted(fed[0].reshape(8, -1).tolist())
+        unchanged = seen == sorted((x.float() / 255).reshape(8, -1).tolist())
+        assert unchanged is not augment
+
+
+def test_hard_labels_train_with_cross_entropy_under_either_protocol(monkeypatch):
+    plan = StudentPlan(protocol="rded", student="convnet3", num_classes=2, input_size=32, epochs=1, batch_size=8,
+                       lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=1, eval_every=1)
+    assert set(_batches_seen(monkeypatch, plan, soft=torch.randn(8, 2))[1]) == {"kd"}
+    # CutMix's hard-label loss: one cross-entropy per label of the mixed pair.
+    assert _batches_seen(monkeypatch, replace(plan, labels="hard"), soft=torch.randn(8, 2))[1][:2] == ["ce", "ce"]
+    assert set(_batches_seen(monkeypatch, replace(plan, protocol="mtt"))[1]) == {"ce"}

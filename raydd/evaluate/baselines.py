@@ -2,7 +2,8 @@
 
 * ``random``: ``ipc`` random real images per class (centre crop, resized to the input size);
 * ``random_patches``: RDED without the observer — ``ipc · factor²`` random images per class, one random
-  square crop each (RDED's box sampler), stitched in the same grid.
+  square crop each (RDED's box sampler), stitched in the same grid;
+* ``herding`` (``herding.py``): the coreset the observer's features choose, no randomness.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ __all__ = ["random_patches", "random_subset"]
 
 
 def random_subset(index: ImageIndex, classes: list[str], ipc: int, size: int, *, seed: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[str]]]:
+    """The images, their labels and the files drawn (per class)."""
     drawn = sample_per_class(index, ipc, seed=seed, min_count=ipc, classes=classes)
     refs = [r for c in classes for r in drawn[c]]
     labels = [i for i, c in enumerate(classes) for _ in drawn[c]]
-    return load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+    return (*load_tensor_images(refs, labels, size=size, filesystem=index.filesystem()), drawn)
 
 
 def random_patches(index: ImageIndex, classes: list[str], ipc: int, size: int, factor: int, *, seed: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[str]]]:
+    """The stitched images, their labels and the files whose crops they hold (per class, in cell order)."""
     per_image = factor * factor
     drawn = sample_per_class(index, ipc * per_image, seed=seed, min_count=ipc * per_image, classes=classes)
     fs = index.filesystem()
@@ -47,4 +50,4 @@ def random_patches(index: ImageIndex, classes: list[str], ipc: int, size: int, f
             images.append(stitch(patches, size, factor))
             labels.append(c)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    return x, torch.tensor(labels, dtype=torch.long)
+    return x, torch.tensor(labels, dtype=torch.long), {c: drawn[c][:ipc * per_image] for c in classes}

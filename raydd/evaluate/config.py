@@ -10,9 +10,10 @@ from raydd.models.precision import check_train_precision
 __all__ = ["EXECUTION_FIELDS", "EvalConfig", "rded_batch_size"]
 
 # How the trials run, not what they compute: left out of the resume hash, so a rerun with other resources resumes.
-EXECUTION_FIELDS = ("address", "cpus_per_trial", "gpus_per_trial", "threads_per_trial", "max_failures")
+EXECUTION_FIELDS = ("address", "cpus_per_trial", "gpus_per_trial", "threads_per_trial", "max_failures", "cache_dir")
 PROTOCOLS = ("rded", "mtt")
-BASELINES = ("none", "random", "random_patches", "both")
+BASELINES = ("random", "random_patches", "herding")
+SCORES = ("none", "dd-ranking")
 
 
 def rded_batch_size(ipc: int, num_classes: int) -> int:
@@ -42,7 +43,20 @@ class EvalConfig:
     lr: float | None = option(None, help="learning rate (default: 1e-3 RDED; the set's learned lr, else 0.01, MTT)")
     weight_decay: float | None = option(None, help="weight decay (default: 0.01 RDED, 5e-4 MTT)")
     seeds: list[int] = option([0, 1, 2], help="one student per seed, trained in parallel", flags=("--seed",))
-    baseline: str = option("none", help="also evaluate: none, random (real images), random_patches, both")
+    baseline: str = option("none", help="also evaluate: none, random (real images), random_patches, herding "
+                                        "(the observer's coreset), both (random and random_patches), or several "
+                                        "joined by commas")
+    herding_observer: str | None = option(None, help="observer whose penultimate features herding uses (default: "
+                                                     "the teacher, else the set's first observer)")
+    scores: str = option("none", help="dd-ranking: also train the trials DD-Ranking's scores need (hard labels, "
+                                      "no augmentation, the full data) and report HLR, IOR, LRS and ARS")
+    score_lambda: float = option(0.5, help="dd-ranking: λ of LRS and ARS")
+    full_data_epochs: int = option(200, help="dd-ranking: epochs of the full-data hard-label run (DD-Ranking's "
+                                             "CIFAR ConvNet-3 setting: SGD 0.01, batch 512, lr x0.1 at half-way)")
+    full_data_acc: float | None = option(None, help="dd-ranking: the full data's hard-label accuracy (a fraction) "
+                                                    "if known; skips that run")
+    cache_dir: str | None = option(None, help="where full-data accuracies are kept, per data, student, size and "
+                                              "epochs (default ~/.cache/raydd)")
     real_data: str | None = option(None, help="real training images the baselines draw from")
     ipc: int | None = option(None, help="images per class of the baselines (default: the set's)")
     precision: str = option("auto", help="student and teacher autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
@@ -59,10 +73,20 @@ class EvalConfig:
             self.seeds = [self.seeds]
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}")
-        if self.baseline != "none" and not self.real_data:
+        unknown = [b for b in self.baselines() if b not in BASELINES]
+        if unknown:
+            raise ValueError(f"baseline must be none, both or among {BASELINES}, got {', '.join(unknown)}")
+        if self.scores not in SCORES:
+            raise ValueError(f"scores must be one of {SCORES}")
+        if self.baselines() and not self.real_data:
             raise ValueError("a baseline draws from real images: pass --real-data TRAIN_FOLDER")
+        if self.scores == "dd-ranking" and not self.real_data:
+            raise ValueError("DD-Ranking's scores compare with a random real subset and the full training data: "
+                             "pass --real-data TRAIN_FOLDER")
+        if not 0.0 <= self.score_lambda <= 1.0:
+            raise ValueError("score_lambda must be in [0, 1]")
+        if self.full_data_acc is not None and not 0.0 <= self.full_data_acc <= 1.0:
+            raise ValueError("full_data_acc is a fraction in [0, 1]")
         if self.soft_labels not in ("online", "stored"):
             raise ValueError("soft_labels must be online or stored")
         if self.mix not in ("cutmix", "mixup"):
@@ -74,3 +98,11 @@ class EvalConfig:
             raise ValueError("eval_every must be at least 1")
         if self.max_failures < 0:
             raise ValueError("max_failures must be 0 or more")
+
+    def baselines(self) -> list[str]:
+        """The baseline sets to train beside the distilled one (dd-ranking adds the random subset)."""
+        named = {"none": [], "both": ["random", "random_patches"]}
+        wanted = [b for part in self.baseline.split(",") for b in named.get(part.strip(), [part.strip()])]
+        if self.scores == "dd-ranking" and "random" not in wanted:
+            wanted.insert(0, "random")
+        return list(dict.fromkeys(wanted))

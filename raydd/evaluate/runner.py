@@ -1,8 +1,13 @@
-"""``raydd.evaluate``: students trained on a distilled set (and its random baselines), one Ray Tune trial per
-(set, seed), all in parallel on whatever CPUs and GPUs the cluster has."""
+"""``raydd.evaluate``: students trained on a distilled set (and its baselines), one Ray Tune trial per (set,
+variant, seed), all in parallel on whatever CPUs and GPUs the cluster has.
+
+A variant is how the set is trained: ``main`` (the protocol as published), and for DD-Ranking's scores
+``hard`` (its class labels only), ``no_aug`` (no augmentation); the full training data's hard-label run is one
+more trial, cached so that each dataset, student and epoch count pays for it once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -21,10 +26,13 @@ from raydd.data.memory import load_tensor_images
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.baselines import random_patches, random_subset
 from raydd.evaluate.config import EXECUTION_FIELDS, EvalConfig, rded_batch_size
+from raydd.evaluate.herding import herding_subset
+from raydd.evaluate.scores import dd_ranking_scores
 from raydd.evaluate.students import StudentPlan, train_student
 from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
 from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
+from raydd.models.observer import Observer
 from raydd.rded.labels import dense_logits, ensemble_logits
 from raydd.train.checkpoint import load_reported_state
 
@@ -131,29 +139,74 @@ def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
 
 
 def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[torch.Tensor, torch.Tensor],
-           zca: Zca | None, plan: StudentPlan, teacher: tuple[str, list[int] | None] | None) -> None:
+           zca: Zca | None, plans: dict[str, StudentPlan], teacher: tuple[str, list[int] | None] | None) -> None:
     from ray import tune
 
     tune_allocator()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = sets[params["set"]]
-    observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and data.soft is None else None
+    trial = params["trial"]
+    data, plan = sets[trial["set"]], plans[trial["variant"]]
+    online = plan.protocol == "rded" and plan.labels == "method" and data.soft is None
+    observer = load_observer(teacher[0]).restrict(teacher[1]) if teacher and online else None
     if (state := load_reported_state(tune.get_checkpoint(), STUDENT_STATE)) is not None:
-        log.warning("%s set, seed %d: continuing from its checkpoint at epoch %d", params["set"], params["seed"],
-                    state["epoch"])
+        log.warning("%s: continuing from its checkpoint at epoch %d", _name(trial), state["epoch"])
 
-    def report(metrics: dict[str, Any], student: dict[str, Any]) -> None:
+    def report(metrics: dict[str, Any], student: dict[str, Any] | None) -> None:
+        if student is None:  # an epoch without a test: where the trial stands, for Tune's table and the log
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as folder:
             torch.save(student, Path(folder) / STUDENT_STATE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    result = train_student(plan, params["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft, zca=zca,
+    result = train_student(plan, trial["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft, zca=zca,
                            report=report, device=device, state=state)
     # Tune's loggers take scalars only: the lists travel as JSON. test_acc repeats the final figure so that the
     # progress table shows it for finished trials too.
     tune.report({"epoch": plan.epochs, "test_acc": result["final_acc"], "final_acc": result["final_acc"],
                  "best_acc": result["best_acc"],
                  "per_class_acc_json": json.dumps(result["per_class_acc"]), "curve_json": json.dumps(result["curve"])})
+
+
+def _name(trial: dict[str, Any]) -> str:
+    """``distilled``, ``random/no_aug``, … : the report's key for a set trained one way."""
+    return trial["set"] if trial["variant"] in ("main", "full") else f"{trial['set']}/{trial['variant']}"
+
+
+def _full_data_plan(plan: StudentPlan, epochs: int) -> StudentPlan:
+    """DD-Ranking's full-data run for CIFAR and ConvNet-3: hard labels, SGD at 0.01 (momentum 0.9, decay 5e-4),
+    batch 512, the learning rate ×0.1 from half-way (MTT's evaluation schedule), no augmentation."""
+    return replace(plan, protocol="mtt", labels="hard", augment=False, epochs=epochs, batch_size=512, lr=0.01,
+                   weight_decay=5e-4)
+
+
+def _full_data_key(config: EvalConfig, plan: StudentPlan, zca: bool) -> str:
+    what = {"real_data": config.real_data, "student": plan.student, "input_size": plan.input_size,
+            "epochs": plan.epochs, "zca": zca, "precision": plan.precision, "seed": config.seeds[0]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _full_data_cache(config: EvalConfig, key: str) -> Path:
+    return Path(config.cache_dir or Path.home() / ".cache" / "raydd").expanduser() / "full_data" / f"{key}.json"
+
+
+def _plot_scores(scores: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["hlr", "ior", "ior_no_aug", "lrs", "ars"]
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.bar(names, [scores[n]["mean"] for n in names], yerr=[scores[n]["std"] for n in names], capsize=4,
+           color=["#b55", "#57a", "#79c", "#3a6", "#6b8"])
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel("fraction (mean ± std over seeds)")
+    ax.set_title(f"DD-Ranking scores (λ = {scores['lambda']})")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -193,6 +246,26 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _herding_observer(config: EvalConfig, source: _Source) -> Observer:
+    spec = config.herding_observer or config.teacher or (source.observers[0] if source.observers else None)
+    if spec is None:
+        raise ValueError("herding chooses by an observer's features: pass --herding-observer SPEC")
+    return load_observer(spec)
+
+
+def _scores(config: EvalConfig, rows: dict[str, list[dict[str, Any]]], full_acc: float) -> dict[str, Any]:
+    """DD-Ranking's scores from the final accuracies, seed by seed (DD-Ranking itself takes the best test of
+    the last fifth of training; raydd's figure is the final one, as everywhere in its reports)."""
+    def acc(name: str) -> list[float]:
+        return [r["final_acc"] for r in sorted(rows[name], key=lambda r: r["seed"])]
+
+    table = {"set": acc("distilled"), "random": acc("random"), "set_no_aug": acc("distilled/no_aug"),
+             "random_no_aug": acc("random/no_aug"),
+             "set_hard": acc("distilled/hard") if config.protocol == "rded" else acc("distilled")}
+    return {**dd_ranking_scores(table, full_acc, config.score_lambda), "seeds": sorted(config.seeds),
+            "accuracies": table, "units": "fractions (accuracy 0.5 = 50 %)"}
+
+
 def _finished_report(out: str) -> dict[str, Any]:
     text = read_text(f"{out.rstrip('/')}/report.json") if is_remote(out) else (Path(out) / "report.json").read_text()
     return {**json.loads(text or "{}"), "out": out.rstrip("/") if is_remote(out) else str(Path(out).resolve())}
@@ -225,27 +298,53 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     plan = _plan(config, source, size)
     teacher = _teacher(config, source) if config.protocol == "rded" else None
     sets = {"distilled": data}
-    if config.baseline != "none":
+    chosen: dict[str, dict[str, list[str]]] = {}
+    if config.baselines():
         index = list_images(config.real_data)
         load_class_map(None, index.classes).check(source.classes)
         ipc = config.ipc or source.ipc
         seed = config.seeds[0]
-        if config.baseline in ("random", "both"):
-            sets["random"] = _TrainingSet(*random_subset(index, source.classes, ipc, size, seed=seed))
-        if config.baseline in ("random_patches", "both"):
-            sets["random_patches"] = _TrainingSet(*random_patches(index, source.classes, ipc, size, plan.factor,
-                                                                  seed=seed))
+        for name in config.baselines():
+            if name == "random":
+                *drawn, chosen[name] = random_subset(index, source.classes, ipc, size, seed=seed)
+            elif name == "random_patches":
+                *drawn, chosen[name] = random_patches(index, source.classes, ipc, size, plan.factor, seed=seed)
+            else:
+                *drawn, chosen[name] = herding_subset(index, source.classes, ipc, size, _herding_observer(config,
+                                                                                                          source))
+            sets[name] = _TrainingSet(*drawn)
         if data.soft is not None:
             observer = load_observer(teacher[0]).restrict(teacher[1])
             for name in sets.keys() - {"distilled"}:
                 sets[name].soft = ensemble_logits([observer], sets[name].x)
+    trials = [{"set": name, "variant": "main", "seed": seed} for name in sets for seed in config.seeds]
+    plans = {"main": plan}
+    full_acc, full_cache = config.full_data_acc, None
+    if config.scores == "dd-ranking":
+        plans |= {"no_aug": replace(plan, augment=False), "hard": replace(plan, labels="hard"),
+                  "full": _full_data_plan(plan, config.full_data_epochs)}
+        variants = [("distilled", "no_aug"), ("random", "no_aug")]
+        if config.protocol == "rded":  # under MTT's protocol the method's labels are the hard labels
+            variants.append(("distilled", "hard"))
+        trials += [{"set": name, "variant": v, "seed": seed} for name, v in variants for seed in config.seeds]
+        full_cache = _full_data_cache(config, _full_data_key(config, plans["full"], source.zca is not None))
+        if full_acc is None and full_cache.exists():
+            full_acc = json.loads(full_cache.read_text())["full_data_acc"]
+            log.info("full-data accuracy %.4f from %s", full_acc, full_cache)
+        if full_acc is None:
+            real = list_images(config.real_data)
+            refs = [r for c in source.classes for r in real.files[c]]
+            labels = [i for i, c in enumerate(source.classes) for _ in real.files[c]]
+            sets["full_data"] = _TrainingSet(*load_tensor_images(refs, labels, size=size,
+                                                                 filesystem=real.filesystem()))
+            trials.append({"set": "full_data", "variant": "full", "seed": config.seeds[0]})
     val = _load_val(config.val_data, source.classes, size, config.protocol)
     run = RunFolder.open(config.out, result_hash, kind="evaluate")
     write_config_yaml(asdict(config), run.work / "config.yaml")
 
     init_ray(config.address)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, sets=sets, val=val, zca=source.zca, plan=plan, teacher=teacher),
+        tune.with_parameters(_trial, sets=sets, val=val, zca=source.zca, plans=plans, teacher=teacher),
         {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
     )
     experiment = f"{run.storage}/tune/trials"
@@ -257,38 +356,48 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={"set": tune.grid_search(list(sets)), "seed": tune.grid_search(list(config.seeds))},
+            param_space={"trial": tune.grid_search(trials)},
             run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=config.max_failures)),
         )
     started = time.time()
     results = tuner.fit()
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in sets}
+    rows: dict[str, list[dict[str, Any]]] = {_name(t): [] for t in trials}
     for result in results:
+        trial = result.config["trial"]
         if result.error is not None:
             retried = f" after {config.max_failures} restart(s)" if config.max_failures else ""
             lost = lost_nodes(started)
             where = f"Nodes lost during the run:\n{lost}\n" if lost else ""
             raise RunFailedError(
-                f"trial {result.config} failed{retried}: {result.error}\n{where}Finished trials and the others' last "
-                f"checkpoints are kept in {run.work}: run the same command again to continue (--max-failures N "
-                "restarts a failed trial by itself)") from result.error
+                f"trial {_name(trial)} (seed {trial['seed']}) failed{retried}: {result.error}\n{where}Finished trials "
+                f"and the others' last checkpoints are kept in {run.work}: run the same command again to continue "
+                "(--max-failures N restarts a failed trial by itself)") from result.error
         metrics = result.metrics
         if "final_acc" not in metrics:  # Tune stopped early (Ctrl-C): its trials wait in the partial folder
-            raise RuntimeError(f"the evaluation stopped before trial {result.config} finished; run the same "
-                               f"command again to continue it (its work is in {run.work})")
-        rows[result.config["set"]].append({
-            "seed": result.config["seed"], "final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"],
+            raise RuntimeError(f"the evaluation stopped before trial {_name(trial)} (seed {trial['seed']}) finished; "
+                               f"run the same command again to continue it (its work is in {run.work})")
+        rows[_name(trial)].append({
+            "seed": trial["seed"], "final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"],
             "per_class_acc": json.loads(metrics["per_class_acc_json"]), "curve": json.loads(metrics["curve_json"])})
     report = {
         "protocol": config.protocol, "student": config.student, "config": asdict(config), "plan": asdict(plan),
         "teacher": teacher[0] if teacher else None, "classes": source.classes, "zca": source.zca is not None,
         "skipped_files": source.skipped_files or {},
         "sets": {name: _summary(sorted(r, key=lambda x: x["seed"])) for name, r in rows.items()},
+        "baselines": {name: {"files": files} for name, files in chosen.items()},
         "note": "final_acc is the accuracy after the last epoch; best_over_evaluations is the maximum over the "
                 "periodic tests (the reference codes' figure), shown for comparison only; std is over seeds (ddof=0).",
     }
+    if config.scores == "dd-ranking":
+        if full_acc is None:
+            full_acc = rows["full_data"][0]["final_acc"]
+            full_cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json({"full_data_acc": full_acc, "real_data": config.real_data, "plan": asdict(plans["full"])},
+                       full_cache)
+        report["scores"] = _scores(config, rows, full_acc)
+        _plot_scores(report["scores"], run.work / "scores.png")
     write_json(report, run.work / "report.json")
     _plot(report, run.work / "curve.png")
     final = run.finish()

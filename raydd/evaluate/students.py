@@ -7,6 +7,7 @@ the teacher in the same batch pipeline as the student, in inference mode.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,8 @@ class StudentPlan:
     eval_every: int
     threads: int | None = None
     precision: str = "fp32"
+    labels: str = "method"  # "hard": cross-entropy on the class labels, whatever the protocol (DD-Ranking's HLR)
+    augment: bool = True  # False: no strip shuffle, crop, flip or mixing (RDED), no DSA (MTT) — DD-Ranking's ARS
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +97,7 @@ def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temp
 def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: torch.Tensor,
                   val_x: torch.Tensor, val_y: torch.Tensor, *, teacher: Observer | None = None,
                   soft: torch.Tensor | None = None,
-                  report: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+                  report: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
                   device: torch.device | str = "cpu", zca: Zca | None = None,
                   state: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train a fresh student and test it; returns the final accuracy, per-class accuracy and the curve.
@@ -103,9 +106,10 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     ``plan.precision`` autocasts the student's and the teacher's forward passes; weights, optimizer state and
     the loss stay fp32.
     ``zca``: a set distilled in ZCA space (MTT's CIFAR setting) trains and tests on whitened inputs.
-    ``report(metrics, state)`` is called after every test; ``state`` (weights, optimizer, the augmentation
-    generator, the curve so far; live tensors, to be saved or copied at once) passed back as ``state``
-    continues the run exactly where it stood.
+    ``report(metrics, state)`` is called after every epoch with its number, train loss, images/s and the seconds
+    left at that pace; after a test also with ``test_acc`` and ``state`` (weights, optimizer, the augmentation
+    generator, the curve so far; live tensors, to be saved or copied at once), else ``state`` is None. That
+    ``state`` passed back continues the run exactly where it stood.
     """
     def prepare(x: torch.Tensor) -> torch.Tensor:
         return zca.apply(_normalize(x)) if zca is not None else _normalize(x)
@@ -130,41 +134,56 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         generator.set_state(state["generator"])
         curve, per_class, start = list(state["curve"]), list(state["per_class"]), int(state["epoch"])
     steps = math.ceil(len(train_x) / plan.batch_size)
+    hard = plan.protocol == "mtt" or plan.labels == "hard"
+    started, first_epoch = time.perf_counter(), start
     for epoch in range(start, plan.epochs):
         for group in optimizer.param_groups:
             group["lr"] = schedule(epoch, plan.epochs, plan.lr)
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
-        loss_sum = 0.0
+        loss_sum = torch.zeros((), device=device)
         for step in range(steps):
             batch = order[step * plan.batch_size:(step + 1) * plan.batch_size]
             x = train_x[batch].to(device).float() / 255
-            if plan.protocol == "rded":
+            y = train_y[batch].to(device)
+            perm, lam = None, 1.0
+            if plan.protocol == "rded" and plan.augment:
                 x = shuffle_strips(x, plan.factor, generator)
                 x = random_resized_crop(x, (1.0 / plan.factor, 1.0), generator)
                 x = hflip(x, generator)
                 x, perm, lam = (cutmix(x, generator)[:3] if plan.mix == "cutmix" else mixup(x, generator))
+                perm = perm.to(device)
+            elif plan.protocol == "mtt" and plan.augment:
+                x = dsa(x, generator)
+            with autocast(device, dtype):
+                logits = model(prepare(x)).float()
+            if hard:
+                loss = F.cross_entropy(logits, y)
+                if perm is not None:  # the mixed image's label is the λ-weighted pair (CutMix's hard-label loss)
+                    loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm])
+            else:
                 if soft is not None:
-                    target = _mixed_soft_targets(soft[batch].to(device), perm.to(device), lam, plan.temperature)
+                    rows = soft[batch].to(device)
+                    target = rows if perm is None else _mixed_soft_targets(rows, perm, lam, plan.temperature)
                 else:
                     target = _teacher_logits(teacher, x, dtype)
-                with autocast(device, dtype):
-                    logits = model(prepare(x))
-                loss = kd_loss(logits.float(), target, plan.temperature)
-            else:
-                with autocast(device, dtype):
-                    logits = model(prepare(dsa(x, generator)))
-                loss = F.cross_entropy(logits.float(), train_y[batch].to(device))
+                loss = kd_loss(logits, target, plan.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach())
+            loss_sum += loss.detach()
+        elapsed = time.perf_counter() - started
+        done = epoch + 1 - first_epoch
+        metrics = {"epoch": epoch + 1, "train_loss": float(loss_sum) / steps,
+                   "images_per_s": done * len(train_x) / elapsed, "eta_s": elapsed / done * (plan.epochs - epoch - 1)}
         if (epoch + 1) % plan.eval_every == 0 or epoch + 1 == plan.epochs:
             test_acc, per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare, dtype)
             curve.append({"epoch": epoch + 1, "test_acc": test_acc})
             if report is not None:
-                report({"epoch": epoch + 1, "train_loss": loss_sum / steps, "test_acc": test_acc},
+                report({**metrics, "test_acc": test_acc},
                        {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "generator": generator.get_state(), "curve": curve, "per_class": per_class})
+        elif report is not None:
+            report(metrics, None)
     return {"final_acc": curve[-1]["test_acc"], "best_acc": max(c["test_acc"] for c in curve),
             "per_class_acc": per_class, "curve": curve}
