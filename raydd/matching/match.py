@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     batch = config.batch_syn or len(syn)
     params = [syn, lr, *(weights.parameters() if weights else [])]
     trajectories: dict[int, torch.Tensor] = {}  # each expert file opened (memory-mapped) once, not per iteration
+    loop_started = time.perf_counter()
     for it in range(start_it, config.iterations):
         rng = np.random.default_rng([config.seed, rank, it])
         drawn = int(rng.integers(len(files)))
@@ -179,7 +181,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             p.grad = None
         last = it + 1 == config.iterations
         loss_sum, lr_now = torch.cat([stats, lr.detach().reshape(1)]).tolist()  # one host read an iteration
-        metrics = {"iteration": it + 1, "loss": loss_sum / world, "lr": lr_now, "skipped_steps": skipped}
+        metrics = {"iteration": it + 1, "loss": loss_sum / world, "lr": lr_now, "skipped_steps": skipped,
+                   "iteration_s": (time.perf_counter() - loop_started) / (it + 1 - start_it)}
         if (it + 1) % config.checkpoint_every == 0 or last:
             reference = syn.detach().clone()
             if world > 1:
@@ -199,7 +202,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
                                 "skipped": skipped, "input_size": size, "resumed_from": resumed_from,
                                 "sources": start_set.sources, "classes": start_set.classes,
                                 "skipped_files": start_set.skipped,
-                                "worker_divergence": metrics["worker_divergence"]}, Path(tmp) / STATE)
+                                "worker_divergence": metrics["worker_divergence"],
+                                "iteration_s": metrics["iteration_s"]}, Path(tmp) / STATE)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
             if rank == 0:
                 log.info("iteration %d/%d loss=%.4f lr=%.3g skipped=%d", it + 1, config.iterations,
@@ -258,7 +262,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
     write_json({"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
                 "skipped_files": state["skipped_files"],
                 "worker_divergence": state["worker_divergence"], "resumed_from": state.get("resumed_from", 0),
-                "memory": config.memory, "weights": state["weight_summary"]},
+                "memory": config.memory, "iteration_s": state.get("iteration_s"), "weights": state["weight_summary"]},
                work / "stats.json")
     if state["weight_summary"]:
         _plot_weights(state["weight_summary"], work / "weights.png")
