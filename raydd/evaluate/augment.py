@@ -3,6 +3,10 @@
 RDED protocol: strip shuffling → random-resized crop (scale 1/factor..1) → flip, per sample; CutMix or Mixup
 per batch. MTT protocol: differentiable Siamese augmentation (DSA): one family per batch among colour, crop,
 cutout, flip, scale and rotate, with per-sample parameters.
+
+Every random number comes from the caller's seeded generator on the host, so a run draws the same augmentations
+on a CPU and a GPU; the drawn parameters reach the batch's device by non-blocking copies, which queue behind
+the GPU's work instead of waiting for it (a blocking copy synchronises the stream: a host round-trip a step).
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | No
         return starts[orders].gather(1, k) + p - laid.gather(1, k)
 
     draws = [torch.randperm(factor, generator=generator) for _ in range(2 * n)]
-    cols = pixel_order(grid_spans(w, factor), torch.stack(draws[0::2]).cpu()).to(x.device)
-    rows = pixel_order(grid_spans(h, factor), torch.stack(draws[1::2]).cpu()).to(x.device)
+    cols = pixel_order(grid_spans(w, factor), torch.stack(draws[0::2]).cpu()).to(x.device, non_blocking=True)
+    rows = pixel_order(grid_spans(h, factor), torch.stack(draws[1::2]).cpu()).to(x.device, non_blocking=True)
     out = x.gather(-1, cols[:, None, None, :].expand(n, x.shape[1], h, w))
     return out.gather(-2, rows[:, None, :, None].expand(n, x.shape[1], h, w))
 
@@ -71,11 +75,11 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: 
     theta[:, 1, 1] = ch / h
     theta[:, 0, 2] = (2 * left + cw) / w - 1
     theta[:, 1, 2] = (2 * top + ch) / h - 1
-    return _affine(x, theta.to(x.device))
+    return _affine(x, theta.to(x.device, non_blocking=True))
 
 
 def hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
-    flip = (torch.rand(len(x), generator=generator) < p).to(x.device).view(-1, 1, 1, 1)
+    flip = (torch.rand(len(x), generator=generator) < p).to(x.device, non_blocking=True).view(-1, 1, 1, 1)
     return torch.where(flip, x.flip(-1), x)
 
 
@@ -92,7 +96,7 @@ def cutmix(x: torch.Tensor, generator: torch.Generator | None = None, alpha: flo
     top, bottom = max(cy - int(h * cut) // 2, 0), min(cy + int(h * cut) // 2, h)
     left, right = max(cx - int(w * cut) // 2, 0), min(cx + int(w * cut) // 2, w)
     mixed = x.clone()
-    mixed[:, :, top:bottom, left:right] = x[perm.to(x.device)][:, :, top:bottom, left:right]
+    mixed[:, :, top:bottom, left:right] = x[perm.to(x.device, non_blocking=True)][:, :, top:bottom, left:right]
     effective = 1.0 - (bottom - top) * (right - left) / (h * w)
     return mixed, perm, effective, (top, left, bottom, right)
 
@@ -101,7 +105,7 @@ def mixup(x: torch.Tensor, generator: torch.Generator | None = None, alpha: floa
           ) -> tuple[torch.Tensor, torch.Tensor, float]:
     lam = _beta(alpha, generator)
     perm = torch.randperm(len(x), generator=generator)
-    return lam * x + (1 - lam) * x[perm.to(x.device)], perm, lam
+    return lam * x + (1 - lam) * x[perm.to(x.device, non_blocking=True)], perm, lam
 
 
 def _beta(alpha: float, generator: torch.Generator | None) -> float:
@@ -116,7 +120,7 @@ def dsa(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tens
     scale (×1/1.2–1.2) and rotate (±15°)."""
     n = len(x)
     family = int(torch.randint(0, 6, (1,), generator=generator))
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
+    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device, non_blocking=True)  # noqa: E731
     if family == 0:
         x = x + (rand(n, 1, 1, 1) - 0.5)
         mean = x.mean(dim=1, keepdim=True)

@@ -135,6 +135,9 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         curve, per_class, start = list(state["curve"]), list(state["per_class"]), int(state["epoch"])
     steps = math.ceil(len(train_x) / plan.batch_size)
     hard = plan.protocol == "mtt" or plan.labels == "hard"
+    # The set (small, uint8) lives on the device for the whole run: a batch is an index, not a host copy.
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    soft = soft.to(device) if soft is not None else None
     started, first_epoch = time.perf_counter(), start
     for epoch in range(start, plan.epochs):
         for group in optimizer.param_groups:
@@ -143,16 +146,16 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         order = torch.randperm(len(train_x), generator=generator)
         loss_sum = torch.zeros((), device=device)
         for step in range(steps):
-            batch = order[step * plan.batch_size:(step + 1) * plan.batch_size]
-            x = train_x[batch].to(device).float() / 255
-            y = train_y[batch].to(device)
+            batch = order[step * plan.batch_size:(step + 1) * plan.batch_size].to(device, non_blocking=True)
+            x = train_x[batch].float() / 255
+            y = train_y[batch]
             perm, lam = None, 1.0
             if plan.protocol == "rded" and plan.augment:
                 x = shuffle_strips(x, plan.factor, generator)
                 x = random_resized_crop(x, (1.0 / plan.factor, 1.0), generator)
                 x = hflip(x, generator)
                 x, perm, lam = (cutmix(x, generator)[:3] if plan.mix == "cutmix" else mixup(x, generator))
-                perm = perm.to(device)
+                perm = perm.to(device, non_blocking=True)
             elif plan.protocol == "mtt" and plan.augment:
                 x = dsa(x, generator)
             with autocast(device, dtype):
@@ -163,7 +166,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                     loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm])
             else:
                 if soft is not None:
-                    rows = soft[batch].to(device)
+                    rows = soft[batch]
                     target = rows if perm is None else _mixed_soft_targets(rows, perm, lam, plan.temperature)
                 else:
                     target = _teacher_logits(teacher, x, dtype)

@@ -66,7 +66,7 @@ def _step_gradient(model: nn.Module, names: Sequence[str], shapes: Sequence[tupl
                    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None,
                    create_graph: bool) -> torch.Tensor:
     """The student's cross-entropy gradient in ``params`` on one random (augmented) mini-batch."""
-    batch = torch.randperm(len(images), generator=generator)[:batch_size].to(images.device)
+    batch = torch.randperm(len(images), generator=generator)[:batch_size].to(images.device, non_blocking=True)
     x = images[batch]
     if augment is not None:
         x = augment(x, generator)

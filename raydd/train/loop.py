@@ -167,7 +167,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             x = _to_input(train_x[batch], norm, device)
             if config.augment:
                 x = random_crop_flip(x, padding, generator)
-            y = train_y[batch].to(device)
+            y = train_y[batch].to(device, non_blocking=True)
             with autocast(device, dtype):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)

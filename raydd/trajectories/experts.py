@@ -92,18 +92,18 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
                                 weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xE]).generate_state(1)[0]))
     snapshots = [flat_params(model)]
+    images, labels = images.to(device), labels.to(device)  # once: a batch is then an index on the device
     for _ in range(config.epochs):
         model.train()
         total, batches = torch.zeros((), device=device), 0  # summed on the device: no host sync per step
         order = torch.randperm(len(images), generator=generator)
         for s in range(0, len(order), config.batch_size):
-            batch = order[s:s + config.batch_size]
+            batch = order[s:s + config.batch_size].to(device, non_blocking=True)
             # float images are ready inputs (normalized, whitened); uint8 ones are normalized here
-            x = images[batch].to(device) if images.is_floating_point() else _to_input(images[batch], IMAGENET_NORM,
-                                                                                       device)
+            x = images[batch] if images.is_floating_point() else _to_input(images[batch], IMAGENET_NORM, device)
             if config.dsa:
                 x = dsa(x, generator)
-            loss = F.cross_entropy(model(x), labels[batch].to(device))
+            loss = F.cross_entropy(model(x), labels[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
