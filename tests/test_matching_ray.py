@@ -85,7 +85,7 @@ def test_matching_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_sessi
     _fake_experts(tmp_path / "experts", count=2, epochs=3)
     out = tmp_path / "mtt"
     values = dict(data=str(data), experts=str(tmp_path / "experts"), out=str(out), method="mtt", ipc=2,
-                  iterations=60, syn_steps=8, expert_epochs=1, max_start_epoch=2, checkpoint_every=2, num_workers=1)
+                  iterations=20, syn_steps=8, expert_epochs=1, max_start_epoch=2, checkpoint_every=2, num_workers=1)
     flags = [x for k, v in values.items() for x in (f"--{k.replace('_', '-')}", str(v))]
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     driver = subprocess.Popen([sys.executable, "-m", "raydd", "match", *flags], env=env, start_new_session=True,
@@ -105,5 +105,5 @@ def test_matching_killed_mid_run_resumes_from_its_checkpoint(tmp_path, ray_sessi
 
     distilled = match(MatchConfig(**values))
     stats = distilled.stats
-    assert 2 <= stats["resumed_from"] < 60 and stats["resumed_from"] % 2 == 0
-    assert stats["iterations"] == 60 and len(distilled) == 6
+    assert 2 <= stats["resumed_from"] < 20 and stats["resumed_from"] % 2 == 0
+    assert stats["iterations"] == 20 and len(distilled) == 6
