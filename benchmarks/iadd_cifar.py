@@ -25,7 +25,7 @@ from raydd.matching import MatchConfig, match
 from raydd.matching.weights import GRANULARITIES
 from raydd.trajectories import ExpertsConfig, train_experts
 
-# Published CIFAR-10 settings where they exist without ZCA (DESIGN §2); α starts at 0.01 for both IPCs.
+# Published CIFAR-10 settings where they exist without ZCA (MTT's published table); α starts at 0.01 for both IPCs.
 MATCH = {
     1: dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=1000.0, lr_lr=1e-7, lr_teacher=0.01),
     10: dict(syn_steps=30, expert_epochs=2, max_start_epoch=5, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01,

@@ -101,7 +101,3 @@ def config_from_args(cls: type[C], args: argparse.Namespace, *, defaults: dict[s
     names = {f.name for f in dataclasses.fields(cls)}
     overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
     return load_config(cls, getattr(args, "config", None), defaults=defaults, **overrides)
-
-
-def write_config(config: Any, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

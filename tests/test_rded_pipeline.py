@@ -1,4 +1,5 @@
-"""RDED end to end on Ray Data, checked against a plain single-process implementation of DESIGN §1."""
+"""RDED end to end on Ray Data, checked against a plain single-process implementation of the
+published algorithm."""
 
 import json
 import math

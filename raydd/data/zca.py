@@ -1,4 +1,4 @@
-"""ZCA whitening, as MTT applies it to CIFAR before training experts and matching (DESIGN §2).
+"""ZCA whitening, as MTT applies it to CIFAR before training experts and matching (MTT's published CIFAR setting).
 
 Fitted once on the (normalized) real training images: ``W = U diag(1 / sqrt(λ + reg)) Uᵀ`` from the
 eigendecomposition of their pixel covariance, so ``x ↦ (x − μ) W`` decorrelates pixels while keeping images
