@@ -97,9 +97,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs: 
 
 
 def lost_nodes(since: float, wait: float = 10.0) -> str:
-    """The Ray nodes that died after ``since`` (a ``time.time()``), as ``node id (ip): reason`` lines: what a
-    failed run names, since Ray's own error may only say that a worker stopped answering. A worker's death is
-    often noticed before the cluster records its node's, so this waits up to ``wait`` seconds for the record."""
+    """The Ray nodes that died after ``since`` (a ``time.time()``), as a paragraph of ``node id (ip): reason``
+    lines for a failed run's message (empty when none did), since Ray's own error may only say that a worker
+    stopped answering. A worker's death is often noticed before the cluster records its node's, so this waits
+    up to ``wait`` seconds for the record."""
     try:
         from ray.util.state import list_nodes
     except ImportError:
@@ -113,5 +114,5 @@ def lost_nodes(since: float, wait: float = 10.0) -> str:
         lines = [f"  node {n.node_id} ({n.node_ip}): {n.state_message or 'dead'}" for n in dead
                  if (n.end_time_ms or 0) >= since * 1000]
         if lines or time.monotonic() > deadline:
-            return "\n".join(lines)
+            return "Nodes lost during the run:\n" + "\n".join(lines) + "\n" if lines else ""
         time.sleep(0.5)

@@ -77,3 +77,10 @@ def test_under_the_mtt_protocol_the_methods_labels_are_the_hard_labels():
     scores = _scores(config, rows, 0.8)
     assert scores["per_seed"]["hlr"] == pytest.approx([0.3]) and scores["per_seed"]["ior"] == pytest.approx([0.1])
     assert scores["per_seed"]["ior_no_aug"] == pytest.approx([0.15])
+
+
+def test_dd_ranking_without_real_data_says_what_the_scores_need():
+    from raydd.evaluate import EvalConfig
+
+    with pytest.raises(ValueError, match="DD-Ranking's scores compare with a random real subset"):
+        EvalConfig(distilled="set", val_data="val", out="out", scores="dd-ranking")

@@ -78,11 +78,11 @@ class EvalConfig:
             raise ValueError(f"baseline must be none, both or among {BASELINES}, got {', '.join(unknown)}")
         if self.scores not in SCORES:
             raise ValueError(f"scores must be one of {SCORES}")
-        if self.baselines() and not self.real_data:
-            raise ValueError("a baseline draws from real images: pass --real-data TRAIN_FOLDER")
-        if self.scores == "dd-ranking" and not self.real_data:
+        if self.scores == "dd-ranking" and not self.real_data:  # before the baselines' check: it adds random
             raise ValueError("DD-Ranking's scores compare with a random real subset and the full training data: "
                              "pass --real-data TRAIN_FOLDER")
+        if self.baselines() and not self.real_data:
+            raise ValueError("a baseline draws from real images: pass --real-data TRAIN_FOLDER")
         if not 0.0 <= self.score_lambda <= 1.0:
             raise ValueError("score_lambda must be in [0, 1]")
         if self.full_data_acc is not None and not 0.0 <= self.full_data_acc <= 1.0:

@@ -22,6 +22,7 @@ import torch
 from raydd._runtime import RunFailedError, init_ray, lost_nodes, tune_allocator
 from raydd.config import config_hash
 from raydd.data import DecodeStats, list_images, load_class_map
+from raydd.data.class_map import ClassMap
 from raydd.data.memory import load_tensor_images
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.baselines import random_patches, random_subset
@@ -118,11 +119,10 @@ def _teacher(config: EvalConfig, source: _Source) -> tuple[str, list[int] | None
     if config.teacher is None and source.columns is not None and config.class_map is None:
         return spec, source.columns[0]
     observer = load_observer(spec)
-    cmap = observer.class_map_for(source.classes, config.class_map)  # refuses a class the teacher lacks
-    # The teacher's logit for each of the set's classes, by name: its own class order may differ.
-    output = dict(zip(cmap.classes, cmap.indices, strict=True))
-    columns = [output[c] for c in source.classes]
-    return spec, None if columns == list(range(observer.num_outputs)) else columns
+    by_name = observer.class_map_for(source.classes, config.class_map).to_dict()  # refuses a class it lacks
+    # The teacher's logit for each of the set's classes, in the set's order: the teacher's own may differ.
+    in_set_order = ClassMap(tuple(source.classes), tuple(by_name[c] for c in source.classes))
+    return spec, in_set_order.restricted(observer.num_outputs)
 
 
 def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
@@ -331,12 +331,11 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         if full_acc is None and full_cache.exists():
             full_acc = json.loads(full_cache.read_text())["full_data_acc"]
             log.info("full-data accuracy %.4f from %s", full_acc, full_cache)
-        if full_acc is None:
-            real = list_images(config.real_data)
-            refs = [r for c in source.classes for r in real.files[c]]
-            labels = [i for i, c in enumerate(source.classes) for _ in real.files[c]]
+        if full_acc is None:  # index: the real data's listing, made for the random subset dd-ranking adds
+            refs = [r for c in source.classes for r in index.files[c]]
+            labels = [i for i, c in enumerate(source.classes) for _ in index.files[c]]
             sets["full_data"] = _TrainingSet(*load_tensor_images(refs, labels, size=size,
-                                                                 filesystem=real.filesystem()))
+                                                                 filesystem=index.filesystem()))
             trials.append({"set": "full_data", "variant": "full", "seed": config.seeds[0]})
     val = _load_val(config.val_data, source.classes, size, config.protocol)
     run = RunFolder.open(config.out, result_hash, kind="evaluate")
@@ -368,12 +367,10 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         trial = result.config["trial"]
         if result.error is not None:
             retried = f" after {config.max_failures} restart(s)" if config.max_failures else ""
-            lost = lost_nodes(started)
-            where = f"Nodes lost during the run:\n{lost}\n" if lost else ""
             raise RunFailedError(
-                f"trial {_name(trial)} (seed {trial['seed']}) failed{retried}: {result.error}\n{where}Finished trials "
-                f"and the others' last checkpoints are kept in {run.work}: run the same command again to continue "
-                "(--max-failures N restarts a failed trial by itself)") from result.error
+                f"trial {_name(trial)} (seed {trial['seed']}) failed{retried}: {result.error}\n{lost_nodes(started)}"
+                f"Finished trials and the others' last checkpoints are kept in {run.work}: run the same command again "
+                "to continue (--max-failures N restarts a failed trial by itself)") from result.error
         metrics = result.metrics
         if "final_acc" not in metrics:  # Tune stopped early (Ctrl-C): its trials wait in the partial folder
             raise RuntimeError(f"the evaluation stopped before trial {_name(trial)} (seed {trial['seed']}) finished; "

@@ -305,7 +305,7 @@ def match(config: MatchConfig):
     if config.max_start_epoch + config.expert_epochs > epochs:
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
                          f"exceeds the experts' {epochs} epochs")
-    _zca(config, first)  # a missing whitening is an error here, before any worker starts
+    zca = _zca(config, first)  # a missing whitening is an error here, before any worker starts
     result_hash = config_hash(config, exclude=EXECUTION_FIELDS)
     if RunFolder.finished(config.out, result_hash):
         return DistilledSet(config.out)
@@ -317,7 +317,7 @@ def match(config: MatchConfig):
                                storage_path=f"{run.storage}/ray", max_failures=config.max_failures)
     with result.checkpoint.as_directory() as folder:
         state = load_torch_file(Path(folder) / STATE)
-    _write_set(config, state, run.work, _zca(config, first))
+    _write_set(config, state, run.work, zca)
     if run.uri is None:  # the set is all a user needs; its Ray Train checkpoints were raydd's own
         shutil.rmtree(run.work / "ray", ignore_errors=True)
     log.info("%s: lr %.4g after %d iterations (%d skipped)", config.method, state["lr"], state["iteration"],

@@ -75,12 +75,10 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
         return trainer.fit()
     except TrainingFailedError as err:
         retried = f" after {max_failures} restart(s)" if max_failures else ""
-        lost = lost_nodes(started)
-        where = f"Nodes lost during the run:\n{lost}\n" if lost else ""
         raise RunFailedError(
-            f"Ray Train run {name!r} failed{retried}: {err}\n{where}Its checkpoints are kept in {storage}/{name}: "
-            "run the same command again to resume from the last one (--max-failures N restarts the workers by "
-            "itself that many times)") from err
+            f"Ray Train run {name!r} failed{retried}: {err}\n{lost_nodes(started)}Its checkpoints are kept in "
+            f"{storage}/{name}: run the same command again to resume from the last one (--max-failures N restarts "
+            "the workers by itself that many times)") from err
 
 
 def _check_inputs(config: TrainConfig) -> None:
