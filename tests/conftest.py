@@ -50,6 +50,21 @@ def make_image_folder(root: Path, classes: list[str], per_class: int, *, size: i
     return root
 
 
+def save_random_observer(folder: Path, classes: list[str], *, seed: int = 0, input_size: int = 32) -> str:
+    """A seeded, untrained ConvNet-3 saved as a raydd checkpoint (an observer or teacher for tiny runs); its spec."""
+    import torch
+
+    from raydd.models import get_entry, get_model
+    from raydd.train import save_checkpoint
+
+    torch.manual_seed(seed)
+    save_checkpoint(folder, model=get_model("convnet3", num_classes=len(classes), input_size=input_size),
+                    model_name="convnet3", model_args={"num_classes": len(classes), "input_size": input_size},
+                    normalization=get_entry("convnet3").normalization, input_size=input_size, classes=classes,
+                    epoch=1)
+    return f"checkpoint@{folder}"
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "train", ["a", "b", "c"], 8)

@@ -14,28 +14,20 @@ import torch
 
 from raydd.data.class_map import imagenet_wnids
 from raydd.io import DistilledSet, OutputExistsError, RunFolder
-from raydd.models import get_entry, get_model
+from raydd.models import get_model
 from raydd.rded import RdedConfig, distill
-from raydd.train import save_checkpoint
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, save_random_observer
 from tests.test_matching_ray import _fake_experts, _moved_from_their_sources
 
 CLASSES = ["ant", "bee", "cow"]
-
-
-def _observer(folder: Path, seed: int, classes: list[str] = CLASSES) -> str:
-    torch.manual_seed(seed)
-    save_checkpoint(folder, model=get_model("convnet3", num_classes=len(classes)), model_name="convnet3",
-                    model_args={"num_classes": len(classes), "input_size": 32},
-                    normalization=get_entry("convnet3").normalization, input_size=32, classes=classes, epoch=1)
-    return f"checkpoint@{folder}"
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     root = tmp_path_factory.mktemp("behaviours")
     data = make_image_folder(root / "train", CLASSES, 8, size=40)
-    return root, data, _observer(root / "obs-a", 0), _observer(root / "obs-b", 1)
+    observers = [save_random_observer(root / f"obs-{seed}", CLASSES, seed=seed) for seed in (0, 1)]
+    return root, data, *observers
 
 
 def _rded(root: Path, data: Path | str, out: str, observers: list[str], **kwargs) -> RdedConfig:
@@ -129,7 +121,7 @@ def test_a_teacher_with_another_class_order_is_mapped_by_name(tmp_path):
     from raydd.evaluate.config import EvalConfig
     from raydd.evaluate.runner import _Source, _teacher
 
-    spec = _observer(tmp_path / "teacher", 0, classes=["cow", "ant", "bee"])
+    spec = save_random_observer(tmp_path / "teacher", ["cow", "ant", "bee"])
     source = _Source(classes=CLASSES, factor=1, ipc=1, observers=[], columns=None, learned_lr=None)
     config = EvalConfig(distilled="d", val_data="v", out="o", teacher=spec)
     assert _teacher(config, source) == (spec, [1, 2, 0])  # the set's ant, bee, cow in the teacher's outputs

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from raydd._runtime import RunFailedError
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, save_random_observer
 
 pytestmark = pytest.mark.cluster
 CLASSES = ["a", "b", "c"]
@@ -95,18 +94,13 @@ def _same_files(one: Path, other: Path, names: list[str]) -> bool:
 
 
 def test_distill_across_nodes_matches_one_node_and_survives_losing_one(three, tmp_path):
-    from raydd.models import get_entry, get_model
     from raydd.rded import RdedConfig, distill
-    from raydd.train import save_checkpoint
 
     data = make_image_folder(tmp_path / "train", CLASSES, 40, size=96)
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "observer", model=get_model("convnet3", num_classes=3, input_size=64),
-                    model_name="convnet3", model_args={"num_classes": 3, "input_size": 64},
-                    normalization=get_entry("convnet3").normalization, input_size=64, classes=CLASSES, epoch=1)
+    observer = save_random_observer(tmp_path / "observer", CLASSES, input_size=64)
 
     def config(out: str, **kwargs) -> RdedConfig:
-        return RdedConfig(data=str(data), observers=[f"checkpoint@{tmp_path / 'observer'}"], out=str(tmp_path / out),
+        return RdedConfig(data=str(data), observers=[observer], out=str(tmp_path / out),
                           ipc=2, factor=2, mipc=40, num_crops=4, input_size=64, precision="fp32", block_images=6,
                           scores_part_images=6, threads_per_actor=1, **kwargs)
 

@@ -7,9 +7,7 @@ from pathlib import Path
 import torch
 
 from raydd.evaluate import EvalConfig, evaluate
-from raydd.models import get_entry, get_model
-from raydd.train import save_checkpoint
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, save_random_observer
 
 CLASSES = ["a", "b", "c"]
 
@@ -19,12 +17,8 @@ def _tiny_config(tmp_path: Path, **overrides) -> EvalConfig:
     small = make_image_folder(tmp_path / "small", CLASSES, 2, size=32)
     real = make_image_folder(tmp_path / "real", CLASSES, 6, size=32, seed=3)
     val = make_image_folder(tmp_path / "val", CLASSES, 5, size=32, seed=4)
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "teacher", model=get_model("convnet3", num_classes=3), model_name="convnet3",
-                    model_args={"num_classes": 3, "input_size": 32}, normalization=get_entry("convnet3").normalization,
-                    input_size=32, classes=CLASSES, epoch=1)
     settings = dict(distilled=str(small), val_data=str(val), out=str(tmp_path / "eval"),
-                    teacher=f"checkpoint@{tmp_path / 'teacher'}", epochs=3, eval_every=1, seeds=[0, 1],
+                    teacher=save_random_observer(tmp_path / "teacher", CLASSES), epochs=3, eval_every=1, seeds=[0, 1],
                     baseline="random", real_data=str(real), factor=1)
     return EvalConfig(**{**settings, **overrides})
 
