@@ -17,12 +17,12 @@ import torch
 from _machine import machine, shared_path
 
 from raydd._runtime import tune_allocator
-from raydd.evaluate.augment import cutmix, hflip, random_resized_crop, shuffle_strips
 from raydd.evaluate.losses import kd_loss
 from raydd.evaluate.students import StudentPlan, _normalize, _optimizer, _teacher_logits
 from raydd.models import load_observer
 from raydd.models.precision import autocast, autocast_dtype
-from raydd.train.loop import build_model
+from raydd.models.registry import build_model
+from raydd.transforms.augment import cutmix, hflip, random_resized_crop, shuffle_strips
 
 CASES = [
     ("cifar10", "convnet3", 32, 1, f"cifar_resnet20@{shared_path('models', 'cifar10-resnet20-akamaster.th')}", None),

@@ -26,8 +26,8 @@ from _machine import machine, shared_dataset  # noqa: E402
 
 def serial(data: str, out: str, args: argparse.Namespace) -> float:
     from raydd.data import list_images, load_class_map, sample_per_class
-    from raydd.data.memory import load_tensor_images
-    from raydd.train.loop import build_model
+    from raydd.data.memory import load_labelled
+    from raydd.models.registry import build_model
     from raydd.trajectories import ExpertsConfig, train_expert
 
     config = ExpertsConfig(data=data, out=out, num_experts=args.experts, epochs=args.epochs,
@@ -35,10 +35,8 @@ def serial(data: str, out: str, args: argparse.Namespace) -> float:
     started = time.perf_counter()
     index = list_images(data)
     cmap = load_class_map(None, index.classes)
-    files = sample_per_class(index, args.per_class, seed=0)
-    refs = [r for c in cmap.classes for r in files[c]]
-    images, labels = load_tensor_images(refs, [cmap.index_of(c) for c in cmap.classes for _ in files[c]], size=32,
-                                        filesystem=index.filesystem())
+    loaded = load_labelled(index, cmap.classes, size=32, files=sample_per_class(index, args.per_class, seed=0))
+    images, labels = loaded.images, loaded.labels
     for i in range(args.experts):
         torch.manual_seed(i)
         model, _ = build_model("convnet3", cmap.num_classes, 32)

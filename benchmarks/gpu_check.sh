@@ -12,7 +12,7 @@ if [ -d .whl ] && [ -z "${SMOKE:-}" ]; then
 fi
 export PYTHONUNBUFFERED=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 MALLOC_ARENA_MAX=1
 PY=${PYTHON:-python3}; D=/tmp/raydd-in1k; J=$OUT/rded_gpu.json; LOG=$OUT/rded_gpu.log
-if [ -n "${SMOKE:-}" ]; then SIZE=(--classes 4 --per-class 12 --ipc 2 --gpus-per-actor 0); else SIZE=(--classes 1000 --per-class 64); fi
+if [ -n "${SMOKE:-}" ]; then SIZE=(--classes 4 --per-class 12 --ipc 2 --gpus-per-worker 0); else SIZE=(--classes 1000 --per-class 64); fi
 stage() {  # stage NAME SECONDS: one stage of rded_gpu.py, its output appended to the log
   local start=$SECONDS
   timeout "$2" "$PY" benchmarks/rded_gpu.py "$1" --data "$D" "${SIZE[@]}" --json "$J" >> "$LOG" 2>&1

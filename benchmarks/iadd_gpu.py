@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> None:
     cpus = max(1, (os.cpu_count() or 2) // args.workers)
     started = time.perf_counter()
     train_experts(ExpertsConfig(data=train, out=str(out / "experts"), num_experts=args.experts, epochs=args.epochs,
-                                zca=True, num_workers=args.workers, cpus_per_worker=cpus, use_gpu=gpu,
-                                gpus_per_worker=share))
+                                zca=True, num_workers=args.workers, cpus_per_worker=cpus,
+                                gpus_per_worker=share if gpu else 0))
     seconds = time.perf_counter() - started
     images = len([f for c in Path(train).iterdir() for f in c.iterdir()])
     # The GPU's pace: wall seconds per expert epoch over 50,000 images, all workers together.
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> None:
         def matched(name: str, iterations: int, method: str = method, **extra: Any):
             return match(MatchConfig(data=train, experts=str(out / "experts"), out=str(out / name), method=method,
                                      ipc=10, iterations=iterations, checkpoint_every=max(1, iterations // 5),
-                                     use_gpu=gpu, **settings, **extra))
+                                     gpus_per_worker=1 if gpu else 0, **settings, **extra))
 
         phase: dict[str, Any] = {}
         for memory in ("full", "constant"):
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> None:
                                      out=str(out / f"eval-{method}"), epochs=args.eval_epochs, seeds=args.seeds,
                                      eval_every=max(1, args.eval_epochs // 4),
                                      baseline="random" if method == "mtt" else "none", real_data=train,
-                                     cpus_per_trial=1, gpus_per_trial=1.0 / (2 * len(args.seeds)) if gpu else 0))
+                                     cpus_per_worker=1, gpus_per_worker=1.0 / (2 * len(args.seeds)) if gpu else 0))
         seconds = time.perf_counter() - started
         result["phases"][f"evaluate_{method}"] = {"s": round(seconds, 1), **{
             name: {k: s[k] for k in ("final_acc", "final_acc_mean", "final_acc_std")}

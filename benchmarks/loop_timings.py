@@ -40,11 +40,12 @@ def _median_s(run: Callable[[], object], repeats: int, device: torch.device) -> 
 
 
 def main() -> None:
-    from raydd.evaluate.augment import dsa
     from raydd.evaluate.students import StudentPlan, train_student
+    from raydd.io.experts import flat_params, param_layout
     from raydd.matching.loss import matching_gradients
     from raydd.models import get_model
-    from raydd.trajectories.experts import ExpertsConfig, flat_params, param_layout, train_expert
+    from raydd.trajectories.experts import ExpertsConfig, train_expert
+    from raydd.transforms.augment import dsa
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")

@@ -30,11 +30,11 @@ def _rss_gib() -> float:
 
 
 def one(mode: str, steps: int, ipc: int, threads: int) -> dict:
-    from raydd.evaluate.augment import dsa
+    from raydd.io.experts import flat_params, param_layout
     from raydd.matching.loss import matching_gradients
     from raydd.matching.weights import ImportanceWeights
     from raydd.models import get_model
-    from raydd.trajectories.experts import flat_params, param_layout
+    from raydd.transforms.augment import dsa
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

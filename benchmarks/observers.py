@@ -16,7 +16,7 @@ from _machine import machine, peak_rss_gib, shared_dataset, shared_path
 
 from raydd._runtime import tune_allocator
 from raydd.data import list_images
-from raydd.data.memory import load_tensor_images
+from raydd.data.memory import load_labelled_images
 from raydd.models import load_observer
 
 
@@ -28,7 +28,8 @@ def top1(spec: str, folder: str, *, size: int, class_map: str | None, batch_size
     observer.restrict(cmap.restricted(observer.num_outputs))
     refs = [r for c in cmap.classes for r in index.files[c]]
     labels = [cmap.index_of(c) for c in cmap.classes for _ in index.files[c]]
-    images, targets = load_tensor_images(refs, labels, size=size)
+    loaded = load_labelled_images(refs, labels, size=size)
+    images, targets = loaded.images, loaded.labels
     started = time.perf_counter()
     correct = 0
     for i in range(0, len(images), batch_size):

@@ -1,7 +1,7 @@
 """RDED synthesis benchmark: wall time, crops/s, peak memory, and the observer's compute bound.
 
     python benchmarks/rded_bench.py imagenette                     # raydd's defaults
-    python benchmarks/rded_bench.py imagenette --precision fp32 --num-actors 1 --keep RUN_DIR_OF_FP32
+    python benchmarks/rded_bench.py imagenette --precision fp32 --num-workers 1 --keep RUN_DIR_OF_FP32
     python benchmarks/rded_bench.py imagenette --precision bf16 --compare-to RUN_DIR_OF_FP32
     python benchmarks/rded_bench.py cifar10
 
@@ -67,8 +67,8 @@ def main() -> None:
     parser.add_argument("job", choices=sorted(JOBS))
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="scoring precision (default: raydd's auto)")
-    parser.add_argument("--num-actors", type=int, default=None, help="scoring actors (default: raydd's)")
-    parser.add_argument("--threads-per-actor", type=int, default=None, help="default: raydd's")
+    parser.add_argument("--num-workers", type=int, default=None, help="scoring actors (default: raydd's)")
+    parser.add_argument("--threads-per-worker", type=int, default=None, help="default: raydd's")
     parser.add_argument("--decode", default="auto", choices=["auto", "tasks", "actor"], help="default: raydd's")
     parser.add_argument("--batch-size", type=int, default=None, help="crops per forward (default: raydd's)")
     parser.add_argument("--keep", default=None, help="keep the distilled set here (default: a temporary folder)")
@@ -84,8 +84,8 @@ def main() -> None:
     job["observers"] = [s.format(models=shared_path("models")) for s in job["observers"]]
     tmp = tempfile.mkdtemp(prefix="raydd-bench-")
     out = args.keep or os.path.join(tmp, "out")
-    config = RdedConfig(data=data, out=out, precision=args.precision, num_actors=args.num_actors,
-                        threads_per_actor=args.threads_per_actor, decode=args.decode,
+    config = RdedConfig(data=data, out=out, precision=args.precision, num_workers=args.num_workers,
+                        threads_per_worker=args.threads_per_worker, decode=args.decode,
                         batch_size=args.batch_size, refine_margin=args.refine_margin,
                         **({"block_images": args.block_images} if args.block_images else {}), **job)
     started = time.perf_counter()
@@ -103,8 +103,8 @@ def main() -> None:
 
     precision = stats["precision"]  # what "auto" resolved to
     forward_batch = batch_at(precision)
-    actors = config.num_actors or os.cpu_count() or 1
-    threads = config.threads_per_actor or max(1, (os.cpu_count() or 1) // actors)
+    actors = config.num_workers or os.cpu_count() or 1
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // actors)
     raw = raw_throughput(config.observers[0], batch=forward_batch, size=config.input_size, precision=precision,
                          channels_last=config.channels_last, threads=os.cpu_count() or 1, seconds=args.raw_seconds)
     # bf16 runs rescore each class's cut-off window in fp32 (refine_margin): those crops count at fp32's rate.
@@ -116,8 +116,8 @@ def main() -> None:
     result = {
         "benchmark": f"rded_{args.job}",
         "config": {"precision": args.precision, "resolved_precision": precision, "decode": stats["decode"],
-                   "num_actors": actors, "forward_batch": forward_batch,
-                   "threads_per_actor": threads, "block_images": config.block_images, "ipc": config.ipc,
+                   "num_workers": actors, "forward_batch": forward_batch,
+                   "threads_per_worker": threads, "block_images": config.block_images, "ipc": config.ipc,
                    "mipc": config.mipc, "num_crops": config.num_crops, "factor": config.factor,
                    "input_size": config.input_size,
                    "observers": config.observers},

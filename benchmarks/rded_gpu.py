@@ -9,7 +9,7 @@ r"""RDED at ImageNet's class count on one GPU machine, data made in the same run
 
 (benchmarks/gpu_check.sh runs exactly these, after installing Ray's wheels.)
 
-    python benchmarks/rded_gpu.py all --data /tmp/tiny --classes 4 --per-class 12 --ipc 2 --gpus-per-actor 0  # CPU
+    python benchmarks/rded_gpu.py all --data /tmp/tiny --classes 4 --per-class 12 --ipc 2 --gpus-per-worker 0  # CPU
 
 Stages:
   data     N classes (ImageNet wnid folders) × M JPEGs of natural sizes (short side 256-500, aspect 3:4-4:3):
@@ -18,7 +18,7 @@ Stages:
   distill  IPC 10, factor 2, mipc = M, 5 crops, 224 px, raydd's defaults on GPU actors, from a cold start (distill
            starts Ray) to the finished folder: stage times, crops/s and their share of the bf16 raw forward, GPU
            utilisation and memory sampled every 0.5 s, peak resident memory of every process.
-  actors   the same with 2 and 4 actors sharing the GPU (num_gpus_per_actor 0.5, 0.25).
+  actors   the same with 2 and 4 actors sharing the GPU (gpus_per_worker 0.5, 0.25).
   overlap  on the first 200 classes: fp32 with actor (GPU) decoding, and fp32 with CPU-task decoding (Pillow,
            JPEG draft), against the default run; patch overlap says what TF32 and what GPU decoding change.
 
@@ -172,7 +172,7 @@ def run_distill(args: argparse.Namespace, name: str, raw: dict[str, float] | Non
     shutil.rmtree(os.path.join(args.data, "runs", f".{name}.partial"), ignore_errors=True)
     values = {"data": os.path.join(args.data, "train"), "out": out, "observers": [observer_spec(args)],
               "class_map": "imagenet", "ipc": args.ipc, "factor": 2, "mipc": args.per_class, "num_crops": 5,
-              "input_size": 224, "num_gpus_per_actor": args.gpus_per_actor, **overrides}
+              "input_size": 224, "gpus_per_worker": args.gpus_per_worker, **overrides}
     started = time.perf_counter()
     with RssSampler() as rss, GpuSampler() as gpu:
         distilled = distill(RdedConfig(**values))
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--per-class", type=int, default=64, help="JPEGs per class, and mipc")
     parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--gpus-per-actor", type=float, default=1.0, help="0: CPU actors (a check of the script)")
+    parser.add_argument("--gpus-per-worker", type=float, default=1.0, help="0: CPU actors (a check of the script)")
     parser.add_argument("--observer", default=None, help="observer spec (default: ResNet-18, seeded random weights)")
     parser.add_argument("--json", default=None, help="also write the result here (stages merge into one file)")
     args = parser.parse_args()
@@ -239,7 +239,7 @@ def main() -> None:
             raw = json.loads(raw_file.read_text()) if raw_file.exists() else None
             result["actors"] = []
             for n in (2, 4):  # actors sharing the GPU (on CPU: that many CPU actors)
-                share = {"num_gpus_per_actor": 1 / n} if args.gpus_per_actor else {"num_actors": n}
+                share = {"gpus_per_worker": 1 / n} if args.gpus_per_worker else {"num_workers": n}
                 result["actors"].append(run_distill(args, f"actors-{n}", raw, **share))
         elif stage == "overlap":
             result["overlap"] = overlap(args)

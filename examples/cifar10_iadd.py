@@ -5,7 +5,7 @@ shared storage, or s3://…)::
 
     ray job submit --working-dir . -- python examples/cifar10_iadd.py \
         --data s3://bucket/cifar10/train --val-data s3://bucket/cifar10/test --out s3://bucket/iadd-ipc10 \
-        --ipc 10 --num-workers 4 --use-gpu
+        --ipc 10 --num-workers 4 --gpus-per-worker 1
 
     python examples/cifar10_iadd.py --smoke-test --out /tmp/iadd-smoke    # CPU, a minute: the built-in sample
 
@@ -17,27 +17,49 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, fields
 
 from raydd import ExpertsConfig, MatchConfig, match, train_experts
+from raydd.config import add_config_arguments, config_from_args, option
 from raydd.demo import sample_path
 from raydd.evaluate import EvalConfig, evaluate
+from raydd.scaling import Restartable
+
+SMOKE = {"num_experts": 2, "expert_epochs": 3, "iterations": 4, "syn_steps": 3, "max_start_epoch": 1,
+         "eval_epochs": 4, "seeds": [0, 1]}
 
 
-def main(args: argparse.Namespace) -> dict:
-    if args.smoke_test:
-        args.data, args.val_data = sample_path("cifar10", "train"), sample_path("cifar10", "val")
-        args.num_experts, args.expert_epochs, args.iterations, args.syn_steps = 2, 3, 4, 3
-        args.max_start_epoch, args.eval_epochs, args.seeds = 1, 4, [0, 1]
+@dataclass
+class IaddExample(Restartable):
+    """The chain's settings; its workers (``--num-workers`` …) train the experts and run the matching, and each
+    student trial of the evaluation takes ``--cpus-per-worker`` / ``--gpus-per-worker``."""
+
+    out: str = option(help="folder for experts/, the distilled set and eval/")
+    data: str | None = option(None, help="CIFAR-10 train ImageFolder, local or s3://…")
+    val_data: str | None = option(None, help="CIFAR-10 test ImageFolder")
+    method: str = option("iadd", help="iadd or mtt")
+    ipc: int = option(10, help="synthetic images per class")
+    num_experts: int = option(100, help="expert trajectories (published: 100)")
+    expert_epochs: int = option(50, help="epochs per expert (published: 50)")
+    iterations: int = option(5000, help="matching iterations (published: 5000)")
+    syn_steps: int = option(30, help="student steps per iteration (published: 30)")
+    max_start_epoch: int = option(20, help="start epochs are drawn below this (published IPC 10: 20)")
+    eval_epochs: int = option(1000, help="epochs of each evaluation student (MTT's protocol: 1000)")
+    seeds: list[int] = option([0, 1, 2, 3, 4], help="evaluation seeds", flags=("--seed",))
+    smoke_test: bool = option(False, help="a tiny budget on the built-in sample, on CPU")
+
+
+def main(args: IaddExample) -> dict:
+    scaling = {f.name: getattr(args, f.name) for f in fields(Restartable)}
+    trials = {**scaling, "num_workers": None}  # as many student trials at once as the resources allow
     experts = train_experts(ExpertsConfig(data=args.data, out=f"{args.out}/experts", num_experts=args.num_experts,
-                                          epochs=args.expert_epochs, num_workers=args.num_workers,
-                                          use_gpu=args.use_gpu))
+                                          epochs=args.expert_epochs, **scaling))
     distilled = match(MatchConfig(data=args.data, experts=f"{args.out}/experts", out=f"{args.out}/{args.method}",
                                   method=args.method, ipc=args.ipc, iterations=args.iterations,
-                                  syn_steps=args.syn_steps, max_start_epoch=args.max_start_epoch,
-                                  num_workers=args.num_workers, use_gpu=args.use_gpu))
+                                  syn_steps=args.syn_steps, max_start_epoch=args.max_start_epoch, **scaling))
     report = evaluate(EvalConfig(distilled=distilled.uri or str(distilled.path), val_data=args.val_data,
                                  out=f"{args.out}/eval", protocol="mtt", epochs=args.eval_epochs, seeds=args.seeds,
-                                 baseline="random", real_data=args.data, gpus_per_trial=1.0 if args.use_gpu else 0.0))
+                                 baseline="random", real_data=args.data, **trials))
     summary = {"experts": len(experts), "distilled": str(distilled.uri or distilled.path),
                "learned_lr": distilled.stats["learned_lr"],
                **{name: f"{s['final_acc_mean']:.2f} ± {s['final_acc_std']:.2f}" for name, s in report["sets"].items()}}
@@ -47,26 +69,20 @@ def main(args: argparse.Namespace) -> dict:
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="CIFAR-10 train ImageFolder, local or s3://…")
-    parser.add_argument("--val-data", help="CIFAR-10 test ImageFolder")
-    parser.add_argument("--out", required=True, help="folder for experts/, the distilled set and eval/")
-    parser.add_argument("--method", default="iadd", choices=["iadd", "mtt"])
-    parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--num-experts", type=int, default=100)
-    parser.add_argument("--expert-epochs", type=int, default=50)
-    parser.add_argument("--iterations", type=int, default=5000)
-    parser.add_argument("--syn-steps", type=int, default=30)
-    parser.add_argument("--max-start-epoch", type=int, default=20)
-    parser.add_argument("--eval-epochs", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--num-workers", type=int, default=1, help="Ray Train workers for experts and matching")
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker and per student trial")
-    parser.add_argument("--smoke-test", action="store_true", help="a tiny budget on the built-in sample, on CPU")
+    add_config_arguments(parser, IaddExample)
     return parser
 
 
+def parse(argv: list[str] | None = None) -> IaddExample:
+    """The example's settings from its flags; ``--smoke-test`` sets the tiny budget and the built-in sample."""
+    parser = get_parser()
+    flags = parser.parse_args(argv)
+    smoke = {"data": sample_path("cifar10", "train"), "val_data": sample_path("cifar10", "val"), **SMOKE}
+    args = config_from_args(IaddExample, flags, defaults=smoke if flags.smoke_test else None)
+    if not (args.data and args.val_data):
+        parser.error("--data and --val-data are required (or --smoke-test)")
+    return args
+
+
 if __name__ == "__main__":
-    parsed = get_parser().parse_args()
-    if not parsed.smoke_test and not (parsed.data and parsed.val_data):
-        get_parser().error("--data and --val-data are required (or --smoke-test)")
-    main(parsed)
+    main(parse())

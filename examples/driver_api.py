@@ -12,31 +12,48 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass, fields
 
 from raydd import ExpertsConfig, MatchConfig, RdedConfig, distill, match, train_experts
+from raydd.config import add_config_arguments, config_from_args, option
 from raydd.demo import sample_path
 from raydd.evaluate import EvalConfig, evaluate
+from raydd.scaling import Restartable
 
 
-def main(args: argparse.Namespace) -> dict[str, str]:
-    if args.smoke_test:
-        args.data, args.val_data = sample_path("cifar10", "train"), sample_path("cifar10", "val")
-        args.observer = f"cifar_resnet20@{sample_path('cifar10_resnet20.th')}"
-        args.ipc, args.iterations, args.epochs, args.seeds = 1, 3, 3, [0]
+@dataclass
+class DriverExample(Restartable):
+    """The comparison's settings; its workers (``--num-workers`` …) train the experts and run the matching."""
+
+    out: str = option(help="one sub-folder per set and per evaluation")
+    data: str | None = option(None, help="training ImageFolder (32 px classes), local or s3://…")
+    val_data: str | None = option(None, help="validation ImageFolder with the same classes")
+    observer: str | None = option(None, help="RDED observer spec (also the RDED students' teacher)")
+    ipc: int = option(10, help="images per class of every set")
+    iterations: int = option(5000, help="MTT / IADD matching iterations")
+    epochs: int | None = option(None, help="student epochs (default: each protocol's)")
+    seeds: list[int] = option([0, 1, 2], help="evaluation seeds", flags=("--seed",))
+    smoke_test: bool = option(False, help="a tiny budget on the built-in sample, on CPU")
+
+
+def main(args: DriverExample) -> dict[str, str]:
+    smoke = args.smoke_test
+    training = {f.name: getattr(args, f.name) for f in fields(Restartable)}
     sets = {"rded": distill(RdedConfig(data=args.data, observers=[args.observer], out=f"{args.out}/rded",
-                                       ipc=args.ipc, factor=1, input_size=32, mipc=40 if args.smoke_test else 300))}
-    train_experts(ExpertsConfig(data=args.data, out=f"{args.out}/experts", num_experts=2 if args.smoke_test else 10,
-                                epochs=3 if args.smoke_test else 50, num_workers=args.num_workers))
+                                       ipc=args.ipc, factor=1, input_size=32, mipc=40 if smoke else 300,
+                                       address=args.address))}
+    train_experts(ExpertsConfig(data=args.data, out=f"{args.out}/experts", num_experts=2 if smoke else 10,
+                                epochs=3 if smoke else 50, **training))
     for method in ("mtt", "iadd"):
         sets[method] = match(MatchConfig(data=args.data, experts=f"{args.out}/experts", out=f"{args.out}/{method}",
                                          method=method, ipc=args.ipc, iterations=args.iterations,
-                                         syn_steps=3 if args.smoke_test else 30,
-                                         max_start_epoch=1 if args.smoke_test else 20, num_workers=args.num_workers))
+                                         syn_steps=3 if smoke else 30, max_start_epoch=1 if smoke else 20,
+                                         **training))
     results = {}
     for name, distilled in sets.items():
         report = evaluate(EvalConfig(distilled=str(distilled.uri or distilled.path), val_data=args.val_data,
                                      out=f"{args.out}/eval-{name}", protocol="rded" if name == "rded" else "mtt",
-                                     epochs=args.epochs, seeds=args.seeds))
+                                     epochs=args.epochs, seeds=args.seeds, address=args.address))
         summary = report["sets"]["distilled"]
         results[name] = f"{summary['final_acc_mean']:.2f} ± {summary['final_acc_std']:.2f}"
     print(json.dumps(results, indent=2))
@@ -45,21 +62,22 @@ def main(args: argparse.Namespace) -> dict[str, str]:
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", help="training ImageFolder (32 px classes), local or s3://…")
-    parser.add_argument("--val-data", help="validation ImageFolder with the same classes")
-    parser.add_argument("--observer", help="RDED observer spec (also the RDED students' teacher)")
-    parser.add_argument("--out", required=True, help="one sub-folder per set and per evaluation")
-    parser.add_argument("--ipc", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=5000, help="MTT / IADD matching iterations")
-    parser.add_argument("--epochs", type=int, default=None, help="student epochs (default: each protocol's)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--smoke-test", action="store_true", help="a tiny budget on the built-in sample, on CPU")
+    add_config_arguments(parser, DriverExample)
     return parser
 
 
+def parse(argv: list[str] | None = None) -> DriverExample:
+    """The example's settings from its flags; ``--smoke-test`` sets the tiny budget and the built-in sample."""
+    parser = get_parser()
+    flags = parser.parse_args(argv)
+    smoke = {"data": sample_path("cifar10", "train"), "val_data": sample_path("cifar10", "val"),
+             "observer": f"cifar_resnet20@{sample_path('cifar10_resnet20.th')}", "ipc": 1, "iterations": 3,
+             "epochs": 3, "seeds": [0]}
+    args = config_from_args(DriverExample, flags, defaults=smoke if flags.smoke_test else None)
+    if not (args.data and args.val_data and args.observer):
+        parser.error("--data, --val-data and --observer are required (or --smoke-test)")
+    return args
+
+
 if __name__ == "__main__":
-    parsed = get_parser().parse_args()
-    if not parsed.smoke_test and not (parsed.data and parsed.val_data and parsed.observer):
-        get_parser().error("--data, --val-data and --observer are required (or --smoke-test)")
-    main(parsed)
+    main(parse())

@@ -16,14 +16,20 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["add_config_arguments", "config_from_args", "config_hash", "config_to_dict", "load_config", "option"]
+__all__ = ["add_config_arguments", "config_from_args", "config_hash", "config_to_dict", "execution_fields",
+           "load_config", "option"]
 
 C = TypeVar("C")
 
 
-def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), **kwargs: Any) -> Any:
-    """A dataclass field that carries its help text (shown by ``--help``) and any extra flag spellings."""
-    metadata = {"help": help, "flags": flags, **kwargs.pop("metadata", {})}
+def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), execution: bool = False,
+           **kwargs: Any) -> Any:
+    """A dataclass field that carries its help text (shown by ``--help``) and any extra flag spellings.
+
+    ``execution`` marks a field that changes how a job runs (workers, batch sizes, where files go), never what it
+    computes: ``config_hash`` leaves it out, so a rerun that changes it resumes the same run.
+    """
+    metadata = {"help": help, "flags": flags, "execution": execution, **kwargs.pop("metadata", {})}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=metadata, **kwargs)
@@ -34,9 +40,16 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def execution_fields(config: Any) -> tuple[str, ...]:
+    """The fields of a config (class or instance) marked ``option(execution=True)``."""
+    return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("execution"))
+
+
 def config_hash(config: Any, *, exclude: tuple[str, ...] = ()) -> str:
-    """A short hash of the settings that determine a job's result (``exclude`` drops e.g. actor counts)."""
-    values = {k: v for k, v in config_to_dict(config).items() if k not in exclude}
+    """A short hash of the settings that determine a job's result: every field but the execution-only ones and
+    ``exclude`` (what a reuse ignores, e.g. the settings scores do not depend on)."""
+    skipped = set(execution_fields(config)) | set(exclude)
+    values = {k: v for k, v in config_to_dict(config).items() if k not in skipped}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -52,6 +65,7 @@ def load_config(cls: type[C], path: str | Path | None = None, *, defaults: dict[
         values.update(loaded)
     values.update(overrides)
     names = {f.name for f in dataclasses.fields(cls)}
+    _refuse_renamed(set(values) - names)
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}")
@@ -60,6 +74,15 @@ def load_config(cls: type[C], path: str | Path | None = None, *, defaults: dict[
     if missing:
         raise ValueError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
     return cls(**values)
+
+
+def _refuse_renamed(names: set[str]) -> None:
+    from raydd.scaling import RENAMED
+
+    old = sorted(n for n in names if n in RENAMED)
+    if old:
+        raise ValueError("renamed option(s): " + ", ".join(f"{n} is now {RENAMED[n]}" for n in old)
+                         + " (one spelling for every job's workers)")
 
 
 def _base_type(annotation: Any) -> tuple[Any, bool]:
@@ -74,10 +97,14 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one ``--flag`` per field of ``cls`` (underscores become dashes); defaults stay unset."""
+    """Add one ``--flag`` per field of ``cls`` (underscores become dashes), the execution-only ones last; defaults
+    stay unset. A flag that was renamed is refused with its new spelling."""
+    from raydd.scaling import RENAMED
+
     hints = typing.get_type_hints(cls)
     parser.add_argument("--config", default=None, help="YAML file of options (flags override it)")
-    for f in dataclasses.fields(cls):
+    fields = sorted(dataclasses.fields(cls), key=lambda f: bool(f.metadata.get("execution")))
+    for f in fields:
         kind, is_list = _base_type(hints[f.name])
         flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]
         default = f.default if f.default is not dataclasses.MISSING else (
@@ -94,6 +121,22 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 help=text + "; repeat the flag for several")
         else:
             parser.add_argument(*flags, dest=f.name, type=kind, default=None, help=text)
+    taken = set(parser._option_string_actions)
+    for old, new in RENAMED.items():
+        flag = "--" + old.replace("_", "-")
+        if flag not in taken:
+            parser.add_argument(flag, nargs="?", action=_Renamed, new="--" + new.replace("_", "-"),
+                                help=argparse.SUPPRESS)
+
+
+class _Renamed(argparse.Action):
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.error(f"{option_string} is now {self.new} (one spelling for every job's workers)")
 
 
 def config_from_args(cls: type[C], args: argparse.Namespace, *, defaults: dict[str, Any] | None = None) -> C:

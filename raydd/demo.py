@@ -24,7 +24,7 @@ class DemoConfig:
     factor: int = option(1, help="patches per side (1: the published setting for 32 px data)")
     mipc: int = option(40, help="candidates per class (the sample has 40)")
     seed: int = option(0, help="seed")
-    num_actors: int | None = option(None, help="scoring actors (default: one per CPU)")
+    num_workers: int | None = option(None, execution=True, help="scoring actors (default: one per CPU)")
 
 
 def run_demo(config: DemoConfig) -> DistilledSet:
@@ -33,5 +33,5 @@ def run_demo(config: DemoConfig) -> DistilledSet:
         data=sample_path("cifar10", "train"),
         observers=[f"cifar_resnet20@{sample_path('cifar10_resnet20.th')}"],
         out=config.out, ipc=config.ipc, factor=config.factor, mipc=config.mipc, seed=config.seed,
-        num_actors=config.num_actors, input_size=32,
+        num_workers=config.num_workers, input_size=32,
     ))

@@ -32,7 +32,7 @@ def made(tmp_path_factory):
 
 def _rded(root: Path, data: Path | str, out: str, observers: list[str], **kwargs) -> RdedConfig:
     values = dict(data=str(data), observers=observers, out=str(root / out), ipc=1, factor=2, mipc=8, num_crops=3,
-                  input_size=32, precision="fp32", seed=2, threads_per_actor=1)
+                  input_size=32, precision="fp32", seed=2, threads_per_worker=1)
     return RdedConfig(**{**values, **kwargs})
 
 
@@ -137,7 +137,7 @@ def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_sessio
     common = dict(distilled=str(distilled.path), val_data=str(val), epochs=1, seeds=[0], eval_every=1)
     # Stored labels: the trials get the set's own soft labels (the teacher still labels the baselines).
     from raydd.evaluate.runner import _load_set
-    from raydd.rded.labels import dense_logits
+    from raydd.models.logits import dense_logits
 
     stored = EvalConfig(**common, out=str(tmp_path / "stored"), soft_labels="stored", baseline="both",
                         real_data=str(data))
@@ -171,8 +171,8 @@ def test_matching_skips_diverged_steps_on_every_worker_and_clamps_alpha(tmp_path
 
 
 def test_matching_refuses_windows_past_the_experts_and_a_missing_whitening(tmp_path):
+    from raydd.io.experts import save_expert
     from raydd.matching import MatchConfig, match
-    from raydd.trajectories.experts import save_expert
 
     data = make_image_folder(tmp_path / "train", ["a", "b", "c"], 2, size=32)
     (tmp_path / "experts").mkdir()
@@ -190,14 +190,16 @@ def test_matching_refuses_windows_past_the_experts_and_a_missing_whitening(tmp_p
 
 
 def test_training_options_max_per_class_adamw_and_the_step_schedule(tmp_path):
+    from raydd.data import DecodeStats
     from raydd.train import TrainConfig
-    from raydd.train.loop import _shard_refs, build_optimizer, lr_at
+    from raydd.train.loop import _shard, build_optimizer, lr_at
 
     data = make_image_folder(tmp_path / "train", CLASSES, 9, size=32)
     config = TrainConfig(data=str(data), max_per_class=4, optimizer="adamw", weight_decay=0.05, schedule="step",
                          lr=0.1, epochs=10, label_smoothing=0.1)
-    refs, labels, _, _ = _shard_refs(config, config.data, None, 0, 1)
-    assert np.bincount(labels).tolist() == [4, 4, 4] and len(set(refs)) == 12  # a seeded 4 of each class's 9
+    images, labels, _ = _shard(config, config.data, None, 0, 1, DecodeStats())
+    assert np.bincount(labels).tolist() == [4, 4, 4]  # a seeded 4 of each class's 9
+    assert len({bytes(x.numpy()) for x in images}) == 12
     model = get_model("convnet3", num_classes=3)
     groups = build_optimizer(model, config).param_groups
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]  # no decay on biases and norms

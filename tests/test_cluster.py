@@ -102,9 +102,9 @@ def test_distill_across_nodes_matches_one_node_and_survives_losing_one(three, tm
     def config(out: str, **kwargs) -> RdedConfig:
         return RdedConfig(data=str(data), observers=[observer], out=str(tmp_path / out),
                           ipc=2, factor=2, mipc=40, num_crops=4, input_size=64, precision="fp32", block_images=6,
-                          scores_part_images=6, threads_per_actor=1, **kwargs)
+                          scores_part_images=6, threads_per_worker=1, **kwargs)
 
-    one = distill(config("one-node", num_actors=1))
+    one = distill(config("one-node", num_workers=1))
     across = distill(config("three-nodes"))  # one actor per node
     files = ["manifest.parquet", "soft_labels.parquet", "scores.parquet", *one.manifest.column("file").to_pylist()]
     assert _same_files(one.path, across.path, files)

@@ -50,7 +50,7 @@ def test_kuberay_rayjob_has_the_required_keys_and_a_valid_entrypoint():
     argv = shlex.split(spec["entrypoint"])
     assert argv[:2] == ["python", "/opt/raydd/examples/imagenet_rded.py"]
     args = _load("imagenet_rded").get_parser().parse_args(argv[2:])  # the example accepts every flag
-    assert args.data.startswith("s3://") and args.out.startswith("s3://") and args.num_gpus_per_actor == 1
+    assert args.data.startswith("s3://") and args.out.startswith("s3://") and args.gpus_per_worker == 1
     # The image holds this checkout at the entrypoint's path, installed, with the tuned allocator.
     lines = [line.split() for line in (CLUSTERS / "Dockerfile").read_text().splitlines() if line and line[0] != "#"]
     assert ["COPY", "--chown=ray:users", ".", "/opt/raydd"] in lines

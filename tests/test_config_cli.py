@@ -1,9 +1,11 @@
+import argparse
+import dataclasses
+
 import pytest
 
 from raydd.cli import get_parser, main
-from raydd.config import config_from_args, load_config
+from raydd.config import config_from_args, config_hash, execution_fields, load_config
 from raydd.train import TrainConfig
-from raydd.train.trainer import run_torch_trainer
 
 
 def test_yaml_then_flags_precedence(tmp_path):
@@ -30,12 +32,6 @@ def test_invalid_values_say_what_is_allowed():
         TrainConfig(data="/d", num_workers=0)
 
 
-def test_ray_train_local_mode_is_refused_before_ray_starts():
-    # Ray Train's local mode (0 workers) keeps no checkpoint: a run would lose its result and never resume.
-    with pytest.raises(ValueError, match="local mode"):
-        run_torch_trainer(lambda config: None, {}, num_workers=0, use_gpu=False, name="x", storage_path="/tmp/x")
-
-
 def test_every_flag_of_every_command_has_help():
     """Every option of every subcommand: a flag for each config field, and a help text that says something."""
     import dataclasses
@@ -50,6 +46,8 @@ def test_every_flag_of_every_command_has_help():
         if cls is not None:
             assert {f.name for f in dataclasses.fields(cls)} <= set(actions), name
         for dest, action in actions.items():
+            if action.help == argparse.SUPPRESS:  # a renamed flag, there only to name its new spelling
+                continue
             assert action.help and len(action.help.split()) >= 2, f"{name} --{dest}"
             checked += 1
     assert checked > 100
@@ -75,3 +73,52 @@ def test_help_states_each_default_once_and_never_as_none(command, stated, capsys
 def test_cli_reports_bad_input_cleanly(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "none")]) == 2
     assert "no such image source" in capsys.readouterr().err
+
+
+JOBS = ["raydd.rded:RdedConfig", "raydd.train:TrainConfig", "raydd.trajectories:ExpertsConfig",
+        "raydd.matching:MatchConfig", "raydd.evaluate:EvalConfig"]
+
+
+def _job(path: str) -> type:
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_every_job_spells_its_scaling_the_same_and_leaves_it_out_of_its_hash(job):
+    from raydd.scaling import RENAMED, Scaling
+
+    cls = _job(job)
+    shared = {f.name for f in dataclasses.fields(Scaling)}
+    assert shared <= set(execution_fields(cls))
+    assert not set(RENAMED) & {f.name for f in dataclasses.fields(cls)}
+
+
+def test_result_hashes_are_the_ones_runs_made_before_the_shared_scaling_config():
+    """A partial or finished run keeps resuming (or being found finished) across the change of spellings."""
+    from raydd.evaluate import EvalConfig
+    from raydd.matching import MatchConfig
+    from raydd.rded import RdedConfig
+
+    rded = RdedConfig(data="d", out="o", observers=["x"])
+    assert (rded.result_hash(), rded.scoring_hash()) == ("9ddeeee6ed8c45eb", "1a475a31c686ef59")
+    assert config_hash(MatchConfig(data="d", experts="e", out="o")) == "27db207981e675a8"
+    assert config_hash(EvalConfig(distilled="d", val_data="v", out="o")) == "5dc92d0662f95447"
+    moved = RdedConfig(data="d", out="elsewhere", observers=["x"], num_workers=8, gpus_per_worker=0.5,
+                       cpus_per_worker=2, threads_per_worker=1, batch_size=512, address="ray://h:10001")
+    assert moved.result_hash() == rded.result_hash()
+
+
+def test_renamed_options_are_refused_with_their_new_name(capsys):
+    from raydd.evaluate import EvalConfig
+
+    with pytest.raises(SystemExit):
+        main(["rded", "--data", "d", "--out", "o", "--observer", "x", "--num-actors", "2"])
+    assert "--num-actors is now --num-workers" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "d", "--use-gpu"])
+    assert "--use-gpu is now --gpus-per-worker" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cpus_per_trial is now cpus_per_worker"):
+        load_config(EvalConfig, distilled="d", val_data="v", out="o", cpus_per_trial=2)

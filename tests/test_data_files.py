@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from raydd.data import DecodeStats, decode_rgb, list_images, read_image_bytes
-from raydd.data.memory import load_tensor_images
+from raydd.data.memory import load_labelled_images
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -75,7 +75,8 @@ def test_image_folder_listing_and_tensor_loading(tmp_path):
     refs = [r for c in index.classes for r in index.files[c]]
     labels = [i for i, c in enumerate(index.classes) for _ in index.files[c]]
     stats = DecodeStats()
-    images, kept = load_tensor_images(refs, labels, size=16, stats=stats)
+    loaded = load_labelled_images(refs, labels, size=16, stats=stats)
+    images, kept = loaded.images, loaded.labels
     assert images.shape == (7, 3, 16, 16) and images.dtype.is_floating_point is False
     assert kept.tolist() == [0, 0, 0, 1, 1, 1, 2]
     assert stats.skipped["empty"] == 1

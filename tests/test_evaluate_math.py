@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from raydd.evaluate import EvalConfig
-from raydd.evaluate.augment import cutmix, dsa, mixup, random_resized_crop, shuffle_strips
 from raydd.evaluate.config import rded_batch_size
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.evaluate.students import StudentPlan, _mixed_soft_targets, train_student
 from raydd.models.precision import autocast_dtype
+from raydd.transforms.augment import cutmix, dsa, mixup, random_resized_crop, shuffle_strips
 
 
 def _grid(n: int = 3, size: int = 8, factor: int = 2) -> torch.Tensor:
@@ -43,7 +43,7 @@ def test_strip_shuffling_permutes_whole_strips():
 @pytest.mark.parametrize("alpha, low_share", [(1.0, 0.1), (0.5, 0.2048)])
 def test_mixing_lambda_follows_beta_alpha_alpha(alpha, low_share):
     """λ ~ Beta(α, α): mean 1/2, variance 1/(4(2α+1)), and P(λ < 0.1) = 0.1 for α = 1, (2/π)·asin(√0.1) for α = ½."""
-    from raydd.evaluate.augment import _beta
+    from raydd.transforms.augment import _beta
 
     g = torch.Generator().manual_seed(0)
     draws = torch.tensor([_beta(alpha, g) for _ in range(6000)], dtype=torch.float64)
@@ -53,7 +53,7 @@ def test_mixing_lambda_follows_beta_alpha_alpha(alpha, low_share):
 
 
 def test_cutmix_pastes_a_box_of_side_root_one_minus_lambda_from_the_shuffled_batch(monkeypatch):
-    import raydd.evaluate.augment as augment
+    import raydd.transforms.augment as augment
 
     n, h = 6, 200
     x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, h, h).clone()  # image i is all i

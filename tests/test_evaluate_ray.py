@@ -52,15 +52,16 @@ def test_a_rerun_keeps_the_trials_an_interrupted_evaluation_finished(tmp_path, r
     (partial / "raydd.json").write_text(json.dumps({**marker, "complete": False}))
 
     # Rerun with other resources (execution only, as the README says): it resumes instead of refusing.
-    second = evaluate(replace(config, cpus_per_trial=0.5, threads_per_trial=1))
+    second = evaluate(replace(config, cpus_per_worker=0.5, threads_per_worker=1))
     assert second["sets"] == first["sets"]
     assert sorted(p.name for p in (out / "tune" / "trials").iterdir() if p.is_dir()) == trial_dirs  # none trained
     assert json.loads((out / "raydd.json").read_text())["complete"] and not partial.exists()
 
 
 def test_trials_on_a_gpu_share_compute_what_cpu_trials_compute(tmp_path, ray_session):
-    """Half a (logical) GPU a trial: Ray schedules both seeds on the session's one GPU; with no CUDA the trials
+    """Half a (logical) GPU a trial: Ray can schedule both seeds on the session's one GPU; with no CUDA the trials
     train on the CPU and must give the CPU trials' numbers exactly."""
     cpu = evaluate(_tiny_config(tmp_path, epochs=2, baseline="none", out=str(tmp_path / "cpu")))
-    gpu = evaluate(_tiny_config(tmp_path, epochs=2, baseline="none", out=str(tmp_path / "gpu"), gpus_per_trial=0.5))
-    assert gpu["config"]["gpus_per_trial"] == 0.5 and gpu["sets"] == cpu["sets"]
+    gpu = evaluate(_tiny_config(tmp_path, epochs=2, baseline="none", out=str(tmp_path / "gpu"), gpus_per_worker=0.5,
+                                num_workers=1))  # and one trial at a time (Tune's max_concurrent_trials)
+    assert gpu["config"]["gpus_per_worker"] == 0.5 and gpu["sets"] == cpu["sets"]

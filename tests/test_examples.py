@@ -16,13 +16,14 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # as for any imported module: its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
 def test_cifar10_iadd_example_chains_experts_matching_and_evaluation(tmp_path, ray_session):
     example = _load("cifar10_iadd")
-    summary = example.main(example.get_parser().parse_args(["--smoke-test", "--out", str(tmp_path)]))
+    summary = example.main(example.parse(["--smoke-test", "--out", str(tmp_path)]))
     assert summary["experts"] == 2 and summary["learned_lr"] != 0.01  # alpha moved from its start
     assert set(summary) >= {"distilled", "random"}
     iadd = DistilledSet(tmp_path / "iadd")
@@ -33,7 +34,7 @@ def test_cifar10_iadd_example_chains_experts_matching_and_evaluation(tmp_path, r
 
 def test_driver_api_example_runs_rded_mtt_and_iadd(tmp_path, ray_session):
     example = _load("driver_api")
-    results = example.main(example.get_parser().parse_args(["--smoke-test", "--out", str(tmp_path)]))
+    results = example.main(example.parse(["--smoke-test", "--out", str(tmp_path)]))
     assert set(results) == {"rded", "mtt", "iadd"}
     for name in results:
         assert len(DistilledSet(tmp_path / name)) == 10

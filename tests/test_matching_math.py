@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from raydd.data.zca import Zca
-from raydd.evaluate.augment import dsa
+from raydd.io.experts import load_expert, param_layout, save_expert
 from raydd.matching.loss import matching_gradients, matching_loss, unroll_student
 from raydd.matching.weights import ImportanceWeights
 from raydd.models import get_model
-from raydd.trajectories.experts import ExpertsConfig, load_expert, param_layout, save_expert, train_expert
+from raydd.trajectories.experts import ExpertsConfig, train_expert
+from raydd.transforms.augment import dsa
 
 
 def test_loss_equals_the_formula_on_hand_computed_tensors():

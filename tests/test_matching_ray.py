@@ -12,10 +12,10 @@ import torch
 from raydd.data.zca import Zca
 from raydd.evaluate import EvalConfig, evaluate
 from raydd.io import DistilledSet
+from raydd.io.experts import flat_params, load_expert, param_layout, save_expert
 from raydd.matching import MatchConfig, match
 from raydd.models import get_model
-from raydd.trajectories import ExpertsConfig, load_expert, train_experts
-from raydd.trajectories.experts import flat_params, param_layout, save_expert
+from raydd.trajectories import ExpertsConfig, train_experts
 from tests.conftest import make_image_folder
 
 
@@ -56,11 +56,11 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
 
 def _moved_from_their_sources(distilled: DistilledSet) -> int:
     """How many of a matched set's images differ by more than rounding from the real image each started as."""
-    from raydd.data.memory import load_tensor_images
+    from raydd.data.memory import load_labelled_images
 
     images, _ = distilled.images()
     sources = [row[0] for row in distilled.manifest.column("patch_sources").to_pylist()]
-    start, _ = load_tensor_images(sources, [0] * len(sources), size=images.shape[-1])
+    start = load_labelled_images(sources, [0] * len(sources), size=images.shape[-1]).images
     return int(((images.float() - start.float()).abs().amax(dim=(1, 2, 3)) > 1).sum())
 
 

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from raydd.models import get_entry, get_model, list_models, load_observer, parse_spec, register_model
+from raydd.models.checkpoint import find_checkpoint, load_reported_state
 from raydd.train import save_checkpoint
-from raydd.train.checkpoint import find_checkpoint, load_reported_state
 
 SMALL = {"convnet3": 32, "convnet4": 64, "cifar_resnet20": 32, "resnet18_small": 32}
 

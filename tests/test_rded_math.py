@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
+from raydd.models.logits import dense_logits, in_fixed_batches, patch_views, topk_logits
 from raydd.rded import RdedConfig
-from raydd.rded.assembly import grid_cells, patch_ranks, stitch
-from raydd.rded.crops import crop_rng, cut_box, cut_boxes, draft_size, sample_boxes
-from raydd.rded.labels import dense_logits, patch_views, topk_logits
-from raydd.rded.scoring import in_fixed_batches, pad_to_canvas, realism_scores, score_crops
+from raydd.rded.scoring import pad_to_canvas, realism_scores, score_crops
 from raydd.rded.selection import best_crops, combine_topk, in_doubt, partial_topk
+from raydd.transforms.crops import crop_rng, cut_box, cut_boxes, draft_size, sample_boxes
+from raydd.transforms.grid import grid_cells, patch_ranks, stitch
 
 
 def test_boxes_are_square_inside_and_cover_the_scale_range():
@@ -184,8 +184,8 @@ def test_native_bf16_needs_the_instructions_and_no_isa_cap(monkeypatch, env, nat
 def test_decode_setting_picks_the_actor_on_gpus_only():
     base = dict(data="d", out="o", observers=["x"], ipc=1, factor=1, mipc=4)
     assert not RdedConfig(**base).decode_on_actor
-    assert RdedConfig(**base, num_gpus_per_actor=0.25).decode_on_actor
-    assert not RdedConfig(**base, num_gpus_per_actor=1, decode="tasks").decode_on_actor
+    assert RdedConfig(**base, gpus_per_worker=0.25).decode_on_actor
+    assert not RdedConfig(**base, gpus_per_worker=1, decode="tasks").decode_on_actor
     assert RdedConfig(**base, decode="actor").decode_on_actor
     with pytest.raises(ValueError, match="decode must be one of"):
         RdedConfig(**base, decode="gpu")

@@ -109,8 +109,8 @@ def reference_rded(data: Path, observer_folder: Path, *, ipc, factor, mipc, num_
 
 def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_session):
     root, data, _observer = setup
-    one = distill(_config(setup, "one", num_actors=1, threads_per_actor=1))
-    two = distill(_config(setup, "two", num_actors=2, threads_per_actor=1))
+    one = distill(_config(setup, "one", num_workers=1, threads_per_worker=1))
+    two = distill(_config(setup, "two", num_workers=2, threads_per_worker=1))
 
     selected, images = reference_rded(data, root / "observer", ipc=2, factor=2, mipc=10, num_crops=3, size=32,
                                       seed=5)
@@ -135,7 +135,7 @@ def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_se
     assert one.stats["candidates"] == 30 and one.stats["crops_scored"] == 90
 
     # Rerunning a finished config is a no-op; any other config refuses to touch the folder.
-    assert distill(_config(setup, "one", num_actors=1, threads_per_actor=1)).path == one.path
+    assert distill(_config(setup, "one", num_workers=1, threads_per_worker=1)).path == one.path
     with pytest.raises(OutputExistsError, match="never overwrites"):
         distill(_config(setup, "one", seed=6))
 
@@ -155,8 +155,8 @@ def test_gpu_actors_are_scheduled_and_give_the_cpu_runs_bytes(setup, ray_session
     GPUs without a batch size), and an actor that finds no CUDA computes what a CPU actor computes."""
     cpu = distill(_config(setup, "cpu-tasks"))
     cpu_actor = distill(_config(setup, "cpu-actor", decode="actor"))
-    shared = distill(_config(setup, "gpu-half", precision="auto", num_gpus_per_actor=0.5))  # 2 actors, 1 GPU
-    whole = distill(_config(setup, "gpu-one", precision="auto", num_gpus_per_actor=1, decode="tasks"))
+    shared = distill(_config(setup, "gpu-half", precision="auto", gpus_per_worker=0.5))  # 2 actors, 1 GPU
+    whole = distill(_config(setup, "gpu-one", precision="auto", gpus_per_worker=1, decode="tasks"))
     assert (shared.stats["decode"], shared.stats["precision"]) == ("actor", "tf32")  # tf32 is fp32 off CUDA
     assert shared.stats["refined_images"] > 0 and "refined_images" not in cpu.stats  # TF32: the images in doubt
     assert (whole.stats["decode"], cpu.stats["decode"], cpu_actor.stats["decode"]) == ("tasks", "tasks", "actor")
@@ -174,12 +174,12 @@ def test_actor_pools_default_to_the_clusters_resources(setup, ray_session):
     cpu = pipeline._actor_args(config, plan, "fp32", 64)
     assert (cpu["compute"].min_size, cpu["compute"].max_size) == (2, 2)  # one actor per CPU Ray has
     assert cpu["fn_constructor_kwargs"]["threads"] == 1 and cpu["num_cpus"] == 1 and cpu["batch_size"] is None
-    quarter = _config(setup, "unused", num_gpus_per_actor=0.25)
+    quarter = _config(setup, "unused", gpus_per_worker=0.25)
     gpu = pipeline._actor_args(quarter, replace(plan, gpu=True), "tf32", 64)
     assert (gpu["compute"].max_size, gpu["num_gpus"], gpu["batch_size"]) == (4, 0.25, 64)
     assert gpu["num_cpus"] == 0.25  # 4 GPU actors leave half of the 2 CPUs to the tasks that feed them
     with pytest.raises(ValueError, match="has 1.0 GPUs"):
-        pipeline._actor_args(_config(setup, "unused", num_gpus_per_actor=2), replace(plan, gpu=True), "tf32", 64)
+        pipeline._actor_args(_config(setup, "unused", gpus_per_worker=2), replace(plan, gpu=True), "tf32", 64)
 
 
 def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatch):

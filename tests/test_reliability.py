@@ -65,7 +65,7 @@ def test_the_opt_in_loads_python_objects_from_trusted_files(tmp_path, monkeypatc
 
 
 def test_the_latest_checkpoint_is_found_by_name_without_loading_any(tmp_path):
-    from raydd.train.checkpoint import CHECKPOINT_FILE, find_checkpoint
+    from raydd.models.checkpoint import CHECKPOINT_FILE, find_checkpoint
 
     for name in ("checkpoint_000009", "checkpoint_000010", "checkpoint_2"):
         (tmp_path / name).mkdir()
@@ -90,7 +90,7 @@ def test_the_finite_flag_is_one_float32_whether_or_not_the_step_diverged():
 
 def test_the_initial_set_keeps_each_images_true_source_and_skips_bad_files(tmp_path):
     from raydd.data import list_images, sample_per_class
-    from raydd.data.memory import load_tensor_images
+    from raydd.data.memory import load_labelled_images
     from raydd.matching import MatchConfig
     from raydd.matching.match import initial_set
 
@@ -101,7 +101,7 @@ def test_the_initial_set_keeps_each_images_true_source_and_skips_bad_files(tmp_p
     start = initial_set(config, 32)
     assert start.sources[:2] == first[1:3] and start.skipped == {"empty": 1}
     assert start.labels.tolist() == [0, 0, 1, 1] and start.classes == ["a", "b"]
-    pixels, _ = load_tensor_images(start.sources, [0] * 4, size=32)
+    pixels = load_labelled_images(start.sources, [0] * 4, size=32).images
     from raydd.models.registry import IMAGENET_NORM
 
     assert torch.allclose(start.images, IMAGENET_NORM.apply(pixels.float() / 255))  # each image is its source
@@ -120,25 +120,26 @@ def test_ranks_take_the_same_number_of_steps_on_unequal_shards():
 
 
 def test_an_evaluation_rerun_with_other_resources_has_the_same_hash():
-    from raydd.evaluate.config import EXECUTION_FIELDS, EvalConfig
+    from raydd.evaluate.config import EvalConfig
 
     base = EvalConfig(distilled="d", val_data="v", out="o")
-    moved = replace(base, cpus_per_trial=4.0, gpus_per_trial=0.5, threads_per_trial=2, address="ray://x:10001")
-    assert config_hash(moved, exclude=EXECUTION_FIELDS) == config_hash(base, exclude=EXECUTION_FIELDS)
-    assert config_hash(replace(base, epochs=5), exclude=EXECUTION_FIELDS) != config_hash(base, exclude=EXECUTION_FIELDS)
+    moved = replace(base, num_workers=2, cpus_per_worker=4.0, gpus_per_worker=0.5, threads_per_worker=2,
+                    max_failures=3, address="ray://x:10001", cache_dir="/elsewhere")
+    assert config_hash(moved) == config_hash(base)
+    assert config_hash(replace(base, epochs=5)) != config_hash(base)
 
 
 def test_train_experts_leaves_the_callers_config_as_given(tmp_path, monkeypatch):
-    import raydd.train.trainer as trainer
+    import raydd.scaling as scaling
     from raydd.trajectories import ExpertsConfig, train_experts
 
     data = make_image_folder(tmp_path / "train", ["a", "b"], 2, size=32)
     monkeypatch.chdir(tmp_path)
 
-    def fake_trainer(loop, loop_config, **kwargs):  # what the workers would leave: one expert file
+    def fake_trainer(loop, loop_config, config, **kwargs):  # what the workers would leave: one expert file
         Path(loop_config["config"]["out"], "expert_0000.pt").write_bytes(b"")
 
-    monkeypatch.setattr(trainer, "run_torch_trainer", fake_trainer)
+    monkeypatch.setattr(scaling, "run_torch_trainer", fake_trainer)
     config = ExpertsConfig(data=str(data), out="experts/", num_experts=1)
     files = train_experts(config)
     assert config.out == "experts/" and files == [tmp_path / "experts" / "expert_0000.pt"]

@@ -1,12 +1,15 @@
 """Decode a (shard of a) source into one uint8 tensor: the training data of a worker.
 
 Distilled sets and the CIFAR/Imagenette-sized training sets raydd trains experts, students and observers on
-fit in memory; decoding once and indexing a tensor each epoch keeps 2-core machines busy with math.
+fit in memory; decoding once and indexing a tensor each epoch keeps 2-core machines busy with math. Every job
+loads labelled images through ``load_labelled`` (a source's classes, all files or a drawn subset, or one
+worker's shard) or, for files it picked itself, ``load_labelled_images``; both say what they kept and count why
+they dropped the rest.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +18,9 @@ import torch
 from PIL import Image, ImageOps
 
 from raydd.data.decode import DecodeStats, decode_rgb
-from raydd.data.sources import read_image_bytes
+from raydd.data.sources import ImageIndex, read_image_bytes
 
-__all__ = ["LabelledImages", "load_labelled_images", "load_tensor_images"]
+__all__ = ["LabelledImages", "load_labelled", "load_labelled_images"]
 
 
 @dataclass
@@ -30,21 +33,31 @@ class LabelledImages:
     stats: DecodeStats = field(default_factory=DecodeStats)
 
 
-def load_tensor_images(refs: Sequence[str], labels: Sequence[int], *, size: int,
-                       filesystem: pafs.FileSystem | None = None, stats: DecodeStats | None = None,
-                       chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images as ``uint8 [N, 3, size, size]`` (centre crop of the shorter side, then resize) and labels.
+def load_labelled(index: ImageIndex, classes: Sequence[str], *, size: int,
+                  files: Mapping[str, Sequence[str]] | None = None, shard: tuple[int, int] | None = None,
+                  stats: DecodeStats | None = None) -> LabelledImages:
+    """The images of ``classes`` in ``index`` (or only ``files`` per class, a drawn subset), labelled by their
+    class's position in ``classes``, decoded to ``size`` (centre crop of the shorter side, then resize).
 
-    Bad files are skipped and counted in ``stats``; their labels are dropped with them.
+    In class order, each class's files in the order given; ``shard=(rank, world)`` keeps every ``world``-th of the
+    (file, label) pairs sorted by file, from ``rank`` — a Ray Train worker's share, the same whatever the class
+    order. A class the source lacks contributes nothing; files that do not decode are dropped and counted in
+    ``stats``.
     """
-    loaded = load_labelled_images(refs, labels, size=size, filesystem=filesystem, stats=stats, chunk=chunk)
-    return loaded.images, loaded.labels
+    chosen = index.files if files is None else files
+    pairs = [(ref, label) for label, name in enumerate(classes) for ref in chosen.get(name, [])]
+    if shard is not None:
+        rank, world = shard
+        pairs = sorted(pairs)[rank::world]
+    return load_labelled_images([ref for ref, _ in pairs], [label for _, label in pairs], size=size,
+                                filesystem=index.filesystem(), stats=stats)
 
 
 def load_labelled_images(refs: Sequence[str], labels: Sequence[int], *, size: int,
                          filesystem: pafs.FileSystem | None = None, stats: DecodeStats | None = None,
                          chunk: int = 512) -> LabelledImages:
-    """``load_tensor_images`` that also says which references it kept (in order)."""
+    """Files ``refs`` with their ``labels``, decoded to ``size``: the images kept and their labels and references,
+    in order; a file that does not decode is dropped (with its label) and counted in ``stats``."""
     stats = stats if stats is not None else DecodeStats()
     arrays: list[np.ndarray] = []
     kept: list[int] = []

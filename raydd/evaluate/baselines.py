@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from raydd.data import ImageIndex, decode_rgb, read_image_bytes, sample_per_class
-from raydd.data.memory import load_tensor_images
-from raydd.rded.assembly import grid_cells, stitch
-from raydd.rded.crops import crop_rng, cut_box, sample_boxes
+from raydd.data.memory import load_labelled
+from raydd.transforms.crops import crop_rng, cut_box, sample_boxes
+from raydd.transforms.grid import grid_cells, stitch
 
 __all__ = ["random_patches", "random_subset"]
 
@@ -23,9 +23,8 @@ def random_subset(index: ImageIndex, classes: list[str], ipc: int, size: int, *,
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[str]]]:
     """The images, their labels and the files drawn (per class)."""
     drawn = sample_per_class(index, ipc, seed=seed, min_count=ipc, classes=classes)
-    refs = [r for c in classes for r in drawn[c]]
-    labels = [i for i, c in enumerate(classes) for _ in drawn[c]]
-    return (*load_tensor_images(refs, labels, size=size, filesystem=index.filesystem()), drawn)
+    loaded = load_labelled(index, classes, size=size, files=drawn)
+    return loaded.images, loaded.labels, drawn
 
 
 def random_patches(index: ImageIndex, classes: list[str], ipc: int, size: int, factor: int, *, seed: int

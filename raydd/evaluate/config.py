@@ -6,11 +6,10 @@ from dataclasses import dataclass
 
 from raydd.config import option
 from raydd.models.precision import check_train_precision
+from raydd.scaling import Restartable
 
-__all__ = ["EXECUTION_FIELDS", "EvalConfig", "rded_batch_size"]
+__all__ = ["EvalConfig", "rded_batch_size"]
 
-# How the trials run, not what they compute: left out of the resume hash, so a rerun with other resources resumes.
-EXECUTION_FIELDS = ("address", "cpus_per_trial", "gpus_per_trial", "threads_per_trial", "max_failures", "cache_dir")
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("random", "random_patches", "herding")
 SCORES = ("none", "dd-ranking")
@@ -23,7 +22,9 @@ def rded_batch_size(ipc: int, num_classes: int) -> int:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Restartable):
+    """One evaluation; a worker (``Scaling``) is one student trial, run as a Ray Tune trial."""
+
     distilled: str = option(help="a raydd distilled set, or any ImageFolder of training images")
     val_data: str = option(help="real validation images (same class folders)")
     out: str = option(help="report folder (never overwritten)")
@@ -55,20 +56,15 @@ class EvalConfig:
                                              "CIFAR ConvNet-3 setting: SGD 0.01, batch 512, lr x0.1 at half-way)")
     full_data_acc: float | None = option(None, help="dd-ranking: the full data's hard-label accuracy (a fraction) "
                                                     "if known; skips that run")
-    cache_dir: str | None = option(None, help="where full-data accuracies are kept, per data, student, size and "
-                                              "epochs (default ~/.cache/raydd)")
+    cache_dir: str | None = option(None, execution=True, help="where full-data accuracies are kept, per data, "
+                                   "student, size and epochs (default ~/.cache/raydd)")
     real_data: str | None = option(None, help="real training images the baselines draw from")
     ipc: int | None = option(None, help="images per class of the baselines (default: the set's)")
     precision: str = option("auto", help="student and teacher autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
     eval_every: int = option(25, help="test every N epochs for the curve (the final epoch always)")
-    cpus_per_trial: float = option(1.0, help="CPUs per student trial")
-    gpus_per_trial: float = option(0.0, help="GPUs per student trial")
-    threads_per_trial: int | None = option(None, help="torch threads per CPU trial (default: CPUs per trial)")
-    max_failures: int = option(0, help="restart a failed trial from its last test's checkpoint up to this many times "
-                                       "(a node lost); 0: stop, and a rerun continues the unfinished trials")
-    address: str | None = option(None, help="Ray address (default: the running cluster, else a local one)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
         if self.protocol not in PROTOCOLS:
@@ -96,8 +92,6 @@ class EvalConfig:
         check_train_precision(self.precision)
         if self.eval_every < 1:
             raise ValueError("eval_every must be at least 1")
-        if self.max_failures < 0:
-            raise ValueError("max_failures must be 0 or more")
 
     def baselines(self) -> list[str]:
         """The baseline sets to train beside the distilled one (dd-ranking adds the random subset)."""

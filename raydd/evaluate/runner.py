@@ -21,21 +21,21 @@ import torch
 
 from raydd._runtime import RunFailedError, init_ray, lost_nodes, tune_allocator
 from raydd.config import config_hash
-from raydd.data import DecodeStats, list_images, load_class_map
+from raydd.data import list_images, load_class_map
 from raydd.data.class_map import ClassMap
-from raydd.data.memory import load_tensor_images
+from raydd.data.memory import load_labelled
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.baselines import random_patches, random_subset
-from raydd.evaluate.config import EXECUTION_FIELDS, EvalConfig, rded_batch_size
+from raydd.evaluate.config import EvalConfig, rded_batch_size
 from raydd.evaluate.herding import herding_subset
 from raydd.evaluate.scores import dd_ranking_scores
 from raydd.evaluate.students import StudentPlan, train_student
 from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
 from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
+from raydd.models.checkpoint import load_reported_state
+from raydd.models.logits import dense_logits, ensemble_logits
 from raydd.models.observer import Observer
-from raydd.rded.labels import dense_logits, ensemble_logits
-from raydd.train.checkpoint import load_reported_state
 
 __all__ = ["evaluate"]
 
@@ -85,15 +85,12 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
     index = list_images(config.distilled)  # a path or a URI: Path() would fold s3:// into s3:/
     size = config.input_size or get_entry(config.student).input_size
     classes = index.classes
-    refs = [r for c in classes for r in index.files[c]]
-    labels = [i for i, c in enumerate(classes) for _ in index.files[c]]
-    stats = DecodeStats()
-    x, y = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem(), stats=stats)
-    if len(y) == 0:
-        raise ValueError(f"{config.distilled}: none of its {len(refs)} images decode ({dict(stats.skipped)})")
-    return _TrainingSet(x, y), _Source(classes=classes, factor=config.factor or 1,
-                                       ipc=int(np.bincount(y.numpy()).max()), observers=[], columns=None,
-                                       learned_lr=None, skipped_files=dict(stats.skipped))
+    loaded = load_labelled(index, classes, size=size)
+    if len(loaded.labels) == 0:
+        raise ValueError(f"{config.distilled}: none of its {len(index)} images decode ({dict(loaded.stats.skipped)})")
+    return _TrainingSet(loaded.images, loaded.labels), _Source(
+        classes=classes, factor=config.factor or 1, ipc=int(np.bincount(loaded.labels.numpy()).max()), observers=[],
+        columns=None, learned_lr=None, skipped_files=dict(loaded.stats.skipped))
 
 
 def _load_val(folder: str, classes: list[str], size: int, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +99,9 @@ def _load_val(folder: str, classes: list[str], size: int, protocol: str) -> tupl
     missing = sorted(set(classes) - set(index.classes))
     if missing:
         raise ValueError(f"validation data {folder} lacks class(es) {', '.join(missing[:8])}")
-    refs = [r for c in classes for r in index.files[c]]
-    labels = [i for i, c in enumerate(classes) for _ in index.files[c]]
     load = round(size * 8 / 7) if protocol == "rded" else size
-    x, y = load_tensor_images(refs, labels, size=load, filesystem=index.filesystem())
+    loaded = load_labelled(index, classes, size=load)
+    x, y = loaded.images, loaded.labels
     if load != size:
         top = (load - size) // 2
         x = x[:, :, top:top + size, top:top + size].contiguous()
@@ -135,7 +131,7 @@ def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
         lr=lr, weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
         temperature=config.temperature or (20.0 if config.mix == "cutmix" else 4.0), mix=config.mix,
         factor=config.factor or source.factor, eval_every=config.eval_every, precision=config.precision,
-        threads=config.threads_per_trial or max(1, int(config.cpus_per_trial)))
+        threads=config.threads_per_worker or max(1, int(config.cpus_per_worker or 1)))
 
 
 def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[torch.Tensor, torch.Tensor],
@@ -286,7 +282,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     from ray import tune
 
     tune_allocator()
-    result_hash = config_hash(config, exclude=EXECUTION_FIELDS)
+    result_hash = config_hash(config)
     if RunFolder.finished(config.out, result_hash):
         log.info("%s is already a finished evaluation with this config", config.out)
         return _finished_report(config.out)
@@ -332,10 +328,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             full_acc = json.loads(full_cache.read_text())["full_data_acc"]
             log.info("full-data accuracy %.4f from %s", full_acc, full_cache)
         if full_acc is None:  # index: the real data's listing, made for the random subset dd-ranking adds
-            refs = [r for c in source.classes for r in index.files[c]]
-            labels = [i for i, c in enumerate(source.classes) for _ in index.files[c]]
-            sets["full_data"] = _TrainingSet(*load_tensor_images(refs, labels, size=size,
-                                                                 filesystem=index.filesystem()))
+            full = load_labelled(index, source.classes, size=size)
+            sets["full_data"] = _TrainingSet(full.images, full.labels)
             trials.append({"set": "full_data", "variant": "full", "seed": config.seeds[0]})
     val = _load_val(config.val_data, source.classes, size, config.protocol)
     run = RunFolder.open(config.out, result_hash, kind="evaluate")
@@ -344,7 +338,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     init_ray(config.address)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, sets=sets, val=val, zca=source.zca, plans=plans, teacher=teacher),
-        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+        {"cpu": config.cpus_per_worker or 1.0, "gpu": config.gpus_per_worker},
     )
     experiment = f"{run.storage}/tune/trials"
     if run.resumed and tune.Tuner.can_restore(experiment):
@@ -356,6 +350,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         tuner = tune.Tuner(
             trainable,
             param_space={"trial": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=config.num_workers),
             run_config=tune.RunConfig(name="trials", storage_path=f"{run.storage}/tune", verbose=1,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                                       failure_config=tune.FailureConfig(max_failures=config.max_failures)),

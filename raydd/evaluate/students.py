@@ -17,12 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from raydd.data.zca import Zca
-from raydd.evaluate.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast, autocast_dtype
-from raydd.models.registry import IMAGENET_NORM
-from raydd.train.loop import build_model
+from raydd.models.registry import IMAGENET_NORM, build_model
+from raydd.transforms.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 
 __all__ = ["StudentPlan", "train_student"]
 

@@ -255,7 +255,7 @@ class DistilledSet:
     def export_ddranking(self, out: str | Path) -> Path:
         """DD-Ranking's input: an ImageFolder (``<class>/<n>.png``) and ``soft_labels.pt`` (dense logits
         ``[N, num_classes]`` in the ImageFolder's sorted file order). Refuses an existing non-empty ``out``."""
-        from raydd.rded.labels import dense_logits
+        from raydd.models.logits import dense_logits
 
         target = Path(out)
         if target.exists() and any(target.iterdir()):

@@ -9,7 +9,6 @@ skips the step on all of them and is counted. α is kept positive by projecting 
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -24,14 +23,14 @@ import torch.distributed as dist
 
 from raydd.config import config_hash
 from raydd.data.zca import ZCA_FILE, Zca
-from raydd.evaluate.augment import dsa
-from raydd.matching.config import EXECUTION_FIELDS, MatchConfig
+from raydd.io.experts import expert_files, experts_zca, load_expert
+from raydd.matching.config import MatchConfig
 from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights
 from raydd.models._weights import load_torch_file
+from raydd.models.checkpoint import load_reported_state
 from raydd.models.registry import IMAGENET_NORM, get_model
-from raydd.train.checkpoint import load_reported_state
-from raydd.trajectories.experts import expert_files, experts_zca, load_expert
+from raydd.transforms.augment import dsa
 
 __all__ = ["InitialSet", "finite_flag", "initial_set", "match"]
 
@@ -60,19 +59,18 @@ def initial_set(config: MatchConfig, size: int) -> InitialSet:
         ValueError: naming a class with fewer than ``ipc`` images that decode.
     """
     from raydd.data import DecodeStats, list_images, load_class_map, sample_per_class
-    from raydd.data.memory import load_labelled_images
+    from raydd.data.memory import load_labelled
 
     index = list_images(config.data)
     cmap = load_class_map(None, index.classes)
     drawn = sample_per_class(index, max(index.counts().values()), seed=config.seed, min_count=config.ipc)
     stats = DecodeStats()
     images, labels, sources = [], [], []
-    for c, name in enumerate(cmap.classes):
+    for name in cmap.classes:
         order, taken, start = drawn[name], 0, 0
         while taken < config.ipc and start < len(order):
             wanted = order[start:start + config.ipc - taken]
-            part = load_labelled_images(wanted, [c] * len(wanted), size=size, filesystem=index.filesystem(),
-                                        stats=stats)
+            part = load_labelled(index, cmap.classes, size=size, files={name: wanted}, stats=stats)
             images.append(part.images)
             labels.append(part.labels)
             sources += part.refs
@@ -106,9 +104,11 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     from raydd._runtime import tune_allocator
+    from raydd.scaling import apply_threads
 
     tune_allocator()
     config = MatchConfig(**loop_config["config"])
+    apply_threads(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
@@ -221,49 +221,31 @@ def _zca(config: MatchConfig, expert: dict[str, Any]) -> Zca | None:
 
 def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca | None) -> None:
     """The synthetic images in raydd's distilled-set format, with α and the weights' summary."""
-    import hashlib
     import io
 
-    import pyarrow as pa
     from PIL import Image
 
-    from raydd.io.distilled import write_json, write_parquet
-    from raydd.io.montage import write_montage
+    from raydd.io.writer import DistilledSetWriter
 
-    sources, classes = state["sources"], state["classes"]
-    images = state["images"]
     if zca is not None:  # stored as viewable pixels; the set carries the transform for its evaluation
-        images = zca.invert(images)
+        images = zca.invert(state["images"])
         zca.save(work / ZCA_FILE)
+    else:
+        images = state["images"]
     pixels = (IMAGENET_NORM.invert(images).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-    rows: dict[str, list] = {k: [] for k in ("class_index", "class_name", "n", "file", "sha256", "patch_sources")}
-    counts: dict[int, int] = {}
-    for i, (image, label) in enumerate(zip(pixels, state["labels"].tolist(), strict=True)):
-        n = counts.get(label, 0)
-        counts[label] = n + 1
-        rel = f"images/{classes[label]}/{n:05d}.png"
-        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+    writer = DistilledSetWriter(work, state["classes"])
+    for image, label, source in zip(pixels, state["labels"].tolist(), state["sources"], strict=True):
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        (work / rel).write_bytes(buf.getvalue())
-        rows["class_index"].append(label)
-        rows["class_name"].append(classes[label])
-        rows["n"].append(n)
-        rows["file"].append(rel)
-        rows["sha256"].append(hashlib.sha256(buf.getvalue()).hexdigest())
-        rows["patch_sources"].append([sources[i]])
-    info = {"method": config.method, "classes": classes, "learned_lr": state["lr"], "input_size": state["input_size"],
-            "zca": zca is not None,
-            "factor": 1, "ipc": config.ipc, "iterations": state["iteration"], "skipped_steps": state["skipped"],
-            "config_hash": config_hash(config, exclude=EXECUTION_FIELDS)}
-    manifest = pa.table(rows)
-    write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}), work / "manifest.parquet")
-    write_montage(work, manifest, classes, work / "montage.png")
-    write_json({"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
-                "skipped_files": state["skipped_files"],
-                "worker_divergence": state["worker_divergence"], "resumed_from": state.get("resumed_from", 0),
-                "memory": config.memory, "iteration_s": state.get("iteration_s"), "weights": state["weight_summary"]},
-               work / "stats.json")
+        writer.add(label, buf.getvalue(), sources=[source])
+    info = {"method": config.method, "classes": state["classes"], "learned_lr": state["lr"],
+            "input_size": state["input_size"], "zca": zca is not None, "factor": 1, "ipc": config.ipc,
+            "iterations": state["iteration"], "skipped_steps": state["skipped"],
+            "config_hash": config_hash(config)}
+    writer.finish(info, {"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
+                         "skipped_files": state["skipped_files"], "worker_divergence": state["worker_divergence"],
+                         "resumed_from": state.get("resumed_from", 0), "memory": config.memory,
+                         "iteration_s": state.get("iteration_s"), "weights": state["weight_summary"]})
     if state["weight_summary"]:
         _plot_weights(state["weight_summary"], work / "weights.png")
 
@@ -297,7 +279,7 @@ def match(config: MatchConfig):
     """
     from raydd._runtime import tune_allocator
     from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml
-    from raydd.train.trainer import run_torch_trainer
+    from raydd.scaling import run_torch_trainer
 
     tune_allocator()
     first = load_expert(expert_files(config.experts)[0])
@@ -306,15 +288,13 @@ def match(config: MatchConfig):
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
                          f"exceeds the experts' {epochs} epochs")
     zca = _zca(config, first)  # a missing whitening is an error here, before any worker starts
-    result_hash = config_hash(config, exclude=EXECUTION_FIELDS)
+    result_hash = config_hash(config)
     if RunFolder.finished(config.out, result_hash):
         return DistilledSet(config.out)
     run = RunFolder.open(config.out, result_hash, kind=config.method)
     write_config_yaml(asdict(config), run.work / "config.yaml")
-    result = run_torch_trainer(_match_loop, {"config": asdict(config)}, num_workers=config.num_workers,
-                               cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
-                               gpus_per_worker=config.gpus_per_worker, name=config.name,
-                               storage_path=f"{run.storage}/ray", max_failures=config.max_failures)
+    result = run_torch_trainer(_match_loop, {"config": asdict(config)}, config, name=config.name,
+                               storage_path=f"{run.storage}/ray")
     with result.checkpoint.as_directory() as folder:
         state = load_torch_file(Path(folder) / STATE)
     _write_set(config, state, run.work, zca)

@@ -14,14 +14,16 @@ An observer is built from a spec string, the form every CLI flag and config fiel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from raydd.data.class_map import ClassMap
-from raydd.models.registry import Normalization, get_entry
+from raydd.models.checkpoint import read_checkpoint
+from raydd.models.registry import Normalization, get_entry, get_model
 
-__all__ = ["Observer", "load_observer", "parse_spec"]
+__all__ = ["Observer", "load_model_checkpoint", "load_observer", "parse_spec"]
 
 
 class Observer(nn.Module):
@@ -100,8 +102,6 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
     if name == "checkpoint":
         if path is None:
             raise ValueError("checkpoint@PATH needs a path")
-        from raydd.train.checkpoint import load_model_checkpoint
-
         return load_model_checkpoint(path, spec=spec).to(device)
     entry = get_entry(name)
     if path is None and not entry.pretrained:
@@ -109,3 +109,13 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
     model = entry.builder(num_classes=entry.num_classes, weights=path if path is not None else "DEFAULT")
     return Observer(model, normalization=entry.normalization, input_size=entry.input_size,
                     num_outputs=entry.num_classes, spec=spec).to(device)
+
+
+def load_model_checkpoint(path: str | Path, *, spec: str | None = None) -> Observer:
+    """A raydd checkpoint as an observer that knows its normalization, input size and class names."""
+    state = read_checkpoint(path)
+    model = get_model(state["model"], **state["model_args"])
+    model.load_state_dict(state["state_dict"])
+    norm = Normalization(tuple(state["normalization"]["mean"]), tuple(state["normalization"]["std"]))
+    return Observer(model, normalization=norm, input_size=state["input_size"], num_outputs=len(state["classes"]),
+                    spec=spec or f"checkpoint@{path}", class_names=state["classes"])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["IMAGENET_NORM", "ModelEntry", "Normalization", "get_entry", "get_model", "list_models",
+__all__ = ["IMAGENET_NORM", "ModelEntry", "Normalization", "build_model", "get_entry", "get_model", "list_models",
            "register_model"]
 
 
@@ -28,6 +29,10 @@ class Normalization:
         """[0, 1] pixels ``[N, 3, H, W]`` → model input."""
         mean, std = self._stats(pixels)
         return (pixels - mean) / std
+
+    def to_input(self, images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+        """uint8 images ``[N, 3, H, W]`` → model input on ``device`` (the copy does not wait for the device)."""
+        return self.apply(images.to(device, non_blocking=True).float().div_(255.0))
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
         """Model input → [0, 1] pixels (unclamped)."""
@@ -80,6 +85,15 @@ def get_entry(name: str) -> ModelEntry:
 def get_model(name: str, **kwargs) -> nn.Module:
     """Build a registered model, e.g. ``get_model("convnet3", num_classes=10)``."""
     return get_entry(name).builder(**kwargs)
+
+
+def build_model(name: str, num_classes: int, input_size: int) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh model of ``name`` and the keyword arguments that rebuild it (checkpoints and expert files keep
+    them): ConvNets size their classifier by the input side, the other families do not take it."""
+    args: dict[str, Any] = {"num_classes": num_classes}
+    if name.startswith("convnet"):
+        args["input_size"] = input_size
+    return get_model(name, **args), args
 
 
 def list_models() -> list[str]:

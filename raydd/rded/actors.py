@@ -7,7 +7,6 @@ nvJPEG batches on a GPU), and return small rows or pixels for the CPU tasks afte
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -16,15 +15,18 @@ import torch
 from raydd._runtime import tune_allocator
 from raydd.data import DecodeStats
 from raydd.data.decode import decode_tensors, probe
+from raydd.models.logits import ensemble_logits, patch_views, topk_logits
 from raydd.models.observer import Observer, load_observer
 from raydd.models.precision import autocast_dtype, resolve_scoring_precision, set_fp32_math
-from raydd.rded.assembly import grid_cells
-from raydd.rded.crops import cut_boxes
-from raydd.rded.labels import ensemble_logits, patch_views, topk_logits
 from raydd.rded.scoring import score_crops
 from raydd.rded.selection import best_crops
+from raydd.transforms.crops import cut_boxes
+from raydd.transforms.grid import grid_cells
 
-__all__ = ["LabelImages", "ScoreCrops", "forward_batch_size"]
+__all__ = ["LAYOUT_COLUMNS", "LabelImages", "ScoreCrops", "forward_batch_size"]
+
+# A distilled image's layout (``pipeline._layout``): per patch its source, box, full size, score and draft size.
+LAYOUT_COLUMNS = ("patch_names", "patch_boxes", "patch_sizes", "patch_scores", "patch_drafts")
 
 
 def forward_batch_size(device: torch.device, dtype: torch.dtype | None) -> int:
@@ -129,22 +131,25 @@ class LabelImages(_ObserverActor):
 
     def _stitch(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
         cells = grid_cells(self.size, self.factor)
-        canvas = torch.zeros(len(batch["patches"]), 3, self.size, self.size, device=self.device)
-        for i, (text, sources) in enumerate(zip(batch["patches"], batch["sources"], strict=True)):
-            patch = json.loads(str(text))
+        canvas = torch.zeros(len(batch["patch_names"]), 3, self.size, self.size, device=self.device)
+        for i, (names, boxes, sources) in enumerate(zip(batch["patch_names"], batch["patch_boxes"], batch["sources"],
+                                                        strict=True)):
+            names = [str(n) for n in names]
             images, _ = decode_tensors(list(sources), [probe(d).tensor_jpeg for d in sources], device=self.device,
-                                       refs=patch["names"], stats=DecodeStats())
-            for (top, left, h, w), image, name, box in zip(cells, images, patch["names"], patch["boxes"],
-                                                           strict=True):
+                                       refs=names, stats=DecodeStats())
+            for (top, left, h, w), image, name, box in zip(cells, images, names, boxes, strict=True):
                 if image is None:
                     raise RuntimeError(f"{name} decoded during scoring but not now: was it changed on disk?")
-                canvas[i, :, top:top + h, left:left + w] = cut_boxes(image, np.asarray([box]), [(w, h)])[0]
+                canvas[i, :, top:top + h, left:left + w] = cut_boxes(image, np.asarray([box], dtype=np.int64),
+                                                                     [(w, h)])[0]
         return canvas.round_().clamp_(0, 255).to(torch.uint8)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._set_threads()
+        # What each image is made of stays with the driver's layout table; only the results travel on.
+        layout = {k: batch.pop(k) for k in LAYOUT_COLUMNS}
         if "sources" in batch:
-            images = self._stitch(batch)
+            images = self._stitch({**batch, **layout})
             batch = {k: v for k, v in batch.items() if k != "sources"}
             batch["pixels"] = images.permute(0, 2, 3, 1).cpu().numpy()
         else:

@@ -6,19 +6,20 @@ from dataclasses import dataclass
 
 from raydd.config import config_hash, option
 from raydd.models.precision import PRECISIONS, REDUCED
+from raydd.scaling import Scaling
 
 __all__ = ["DECODERS", "RdedConfig"]
 
-# Settings that change how fast a run goes, never what it produces: left out of the config hash.
-EXECUTION_FIELDS = ("out", "num_actors", "num_gpus_per_actor", "threads_per_actor", "batch_size", "block_images",
-                    "scores_part_images", "from_scores", "address")
 DECODERS = ("auto", "tasks", "actor")
 
 
 @dataclass
-class RdedConfig:
+class RdedConfig(Scaling):
+    """What to distil and how; a worker (``Scaling``) is a scoring actor, an observer replica."""
+
     data: str = option(help="training images: ImageFolder root or Parquet, local or s3://, gs://")
-    out: str = option(help="output folder (never overwritten; a partial run of the same config resumes)")
+    out: str = option(help="output folder (never overwritten; a partial run of the same config resumes)",
+                      execution=True)
     observers: list[str] = option(help="observer spec(s), e.g. torchvision:resnet18 (several: mean score)",
                                   flags=("--observer",))
     ipc: int = option(10, help="distilled images per class")
@@ -48,18 +49,17 @@ class RdedConfig:
                                          "(0: off)")
     soft_label_topk: int = option(10, help="logits kept per soft label (fp16 top-k)")
     image_format: str = option("png", help="png (lossless) or jpeg")
-    num_actors: int | None = option(None, help="scoring actors, observer replicas (default: one per CPU for CPU "
-                                               "actors, GPUs / num_gpus_per_actor for GPU actors)")
-    num_gpus_per_actor: float = option(0.0, help="GPUs per scoring actor (0: CPU)")
-    threads_per_actor: int | None = option(None, help="torch threads per CPU actor (default: CPUs / actors)")
-    batch_size: int | None = option(None, help="crops per observer forward (default: 256 on GPU; on CPU 32 at "
-                                                "fp32, 64 at bf16/fp16, which keeps an actor under 2 GB)")
-    block_images: int = option(256, help="candidate images per Ray Data block (each block: one actor call)")
-    scores_part_images: int = option(2048, help="images per scores part file (the resume granularity)")
-    from_scores: str | None = option(None, help="reuse the scores of an earlier run's output (no rescoring)")
-    address: str | None = option(None, help="Ray address (default: the running cluster, else a local one)")
+    batch_size: int | None = option(None, execution=True, help="crops per observer forward (default: 256 on GPU; on "
+                                    "CPU 32 at fp32, 64 at bf16/fp16, which keeps an actor under 2 GB)")
+    block_images: int = option(256, execution=True, help="candidate images per Ray Data block (each block: one actor "
+                               "call)")
+    scores_part_images: int = option(2048, execution=True, help="images per scores part file (the resume "
+                                     "granularity)")
+    from_scores: str | None = option(None, execution=True, help="reuse the scores of an earlier run's output (no "
+                                     "rescoring)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.observers, str):
             self.observers = [self.observers]
         if not self.observers:
@@ -68,7 +68,7 @@ class RdedConfig:
             raise ValueError("refine_margin must be 0 or more")
         if self.refine_gap < 0:
             raise ValueError("refine_gap must be 0 or more")
-        for name in ("ipc", "factor", "mipc", "num_crops", "num_actors", "batch_size", "block_images",
+        for name in ("ipc", "factor", "mipc", "num_crops", "batch_size", "block_images",
                      "soft_label_topk", "scores_part_images"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -83,8 +83,6 @@ class RdedConfig:
             raise ValueError("image_format must be png or jpeg")
         if self.decode not in DECODERS:
             raise ValueError(f"decode must be one of {DECODERS}")
-        if self.num_gpus_per_actor < 0:
-            raise ValueError("num_gpus_per_actor must be 0 (CPU) or more")
 
     @property
     def per_class(self) -> int:
@@ -94,7 +92,7 @@ class RdedConfig:
     @property
     def decode_on_actor(self) -> bool:
         """Whether the scoring actors decode the candidates (else CPU tasks do)."""
-        return self.decode == "actor" or (self.decode == "auto" and self.num_gpus_per_actor > 0)
+        return self.decode == "actor" or (self.decode == "auto" and self.use_gpu)
 
     def refines(self, precision: str) -> bool:
         """Whether scoring at the resolved ``precision`` is followed by an fp32 pass over some images."""
@@ -108,9 +106,8 @@ class RdedConfig:
         return self.per_class // 8 + 2 if self.refine_margin is None else self.refine_margin
 
     def result_hash(self) -> str:
-        return config_hash(self, exclude=EXECUTION_FIELDS)
+        return config_hash(self)
 
     def scoring_hash(self) -> str:
         """What the scores depend on: a later run with another ipc can reuse them."""
-        return config_hash(self, exclude=(*EXECUTION_FIELDS, "ipc", "soft_label_topk", "image_format",
-                                          "refine_margin", "refine_gap"))
+        return config_hash(self, exclude=("ipc", "soft_label_topk", "image_format", "refine_margin", "refine_gap"))

@@ -26,17 +26,17 @@ import pyarrow.parquet as pq
 from raydd._runtime import init_ray, tune_allocator
 from raydd.data import ClassMap, list_images, sample_per_class
 from raydd.data.filesystem import resolve
-from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_json, write_parquet
-from raydd.io.montage import write_montage
+from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_parquet
 from raydd.io.storage import is_remote
+from raydd.io.writer import DistilledSetWriter, fixed_size_list
 from raydd.models.observer import load_observer
 from raydd.models.precision import resolve_scoring_precision
 from raydd.rded import tasks
-from raydd.rded.actors import LabelImages, ScoreCrops
-from raydd.rded.assembly import patch_ranks
+from raydd.rded.actors import LAYOUT_COLUMNS, LabelImages, ScoreCrops
 from raydd.rded.config import RdedConfig
-from raydd.rded.crops import draft_size
 from raydd.rded.selection import combine_topk, in_doubt, partial_topk
+from raydd.transforms.crops import draft_size
+from raydd.transforms.grid import patch_ranks
 
 __all__ = ["distill"]
 
@@ -71,7 +71,7 @@ def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
         columns.append([other[c] for c in cmap.classes])
     input_size = config.input_size or observers[0].input_size
     fs, root = resolve(config.data)
-    gpu = config.num_gpus_per_actor > 0
+    gpu = config.use_gpu
     plan = _Plan(fs=fs, root=root, classes=cmap.classes, columns=columns, input_size=input_size,
                  crop_size=input_size // config.factor, gpu=gpu,
                  precision=resolve_scoring_precision(config.precision, "cuda" if gpu else "cpu"))
@@ -100,7 +100,10 @@ def _driver_rows(table: pa.Table, block_rows: int) -> Any:
     """
     import ray.data
 
-    return ray.data.from_items(table.to_pylist(), override_num_blocks=-(-table.num_rows // block_rows))
+    # List cells become arrays, so that Ray Data carries them as tensor columns (a nested Python list column
+    # would leave each operator's output to be pickled).
+    rows = [{k: np.asarray(v) if isinstance(v, list) else v for k, v in row.items()} for row in table.to_pylist()]
+    return ray.data.from_items(rows, override_num_blocks=-(-table.num_rows // block_rows))
 
 
 def _actor_args(config: RdedConfig, plan: _Plan, precision: str, batch_rows: int) -> dict[str, Any]:
@@ -112,28 +115,28 @@ def _actor_args(config: RdedConfig, plan: _Plan, precision: str, batch_rows: int
     resources = ray.cluster_resources()
     cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
     if plan.gpu:
-        default = int(resources.get("GPU", 0) / config.num_gpus_per_actor)
-        if default < 1 and config.num_actors is None:
-            raise ValueError(f"num_gpus_per_actor = {config.num_gpus_per_actor} but the Ray cluster has "
+        default = int(resources.get("GPU", 0) / config.gpus_per_worker)
+        if default < 1 and config.num_workers is None:
+            raise ValueError(f"gpus_per_worker = {config.gpus_per_worker} but the Ray cluster has "
                              f"{resources.get('GPU', 0)} GPUs; lower it, or score on CPU with 0")
     else:
         default = cpus
-    actors = config.num_actors or default
+    actors = config.num_workers or default
     args: dict[str, Any] = {
         "compute": ray.data.ActorPoolStrategy(size=actors),
         "fn_constructor_args": (list(config.observers), plan.columns),
         "fn_constructor_kwargs": {"precision": precision, "channels_last": config.channels_last,
-                                  "threads": config.threads_per_actor or max(1, cpus // actors),
+                                  "threads": config.threads_per_worker or max(1, cpus // actors),
                                   "batch_size": config.batch_size, "input_size": plan.input_size},
         "batch_size": batch_rows if plan.gpu else None,
     }
     if plan.gpu:
         # A GPU actor still keeps a core busy (launching kernels, decoding what nvJPEG cannot), but it must not
         # take the cores its CPU tasks need to read and encode: GPU actors reserve at most half of them.
-        args["num_gpus"] = config.num_gpus_per_actor
-        args["num_cpus"] = min(1.0, cpus / (2 * actors))
+        args["num_gpus"] = config.gpus_per_worker
+        args["num_cpus"] = config.cpus_per_worker or min(1.0, cpus / (2 * actors))
     else:
-        args["num_cpus"] = 1
+        args["num_cpus"] = config.cpus_per_worker or 1
     return args
 
 
@@ -181,19 +184,14 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
     return parts
 
 
-def _fixed(array: np.ndarray, dtype: pa.DataType) -> pa.Array:
-    width = int(np.prod(array.shape[1:]))
-    return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), dtype), width)
-
-
 def _scores_table(batch: dict[str, np.ndarray]) -> pa.Table:
     return pa.table({
         "image_id": pa.array(batch["image_id"], pa.int64()),
         "class_index": pa.array(batch["class_index"], pa.int32()),
         "name": pa.array([str(n) for n in batch["name"]], pa.string()),
-        "boxes": _fixed(batch["boxes"], pa.int32()),
-        "size": _fixed(batch["size"], pa.int32()),
-        "crop_scores": _fixed(batch["crop_scores"], pa.float32()),
+        "boxes": fixed_size_list(batch["boxes"], pa.int32()),
+        "size": fixed_size_list(batch["size"], pa.int32()),
+        "crop_scores": fixed_size_list(batch["crop_scores"], pa.float32()),
         "best_crop": pa.array(batch["best_crop"], pa.int32()),
         "score": pa.array(batch["score"], pa.float32()),
         "skipped": pa.array([str(r) for r in batch["reason"]], pa.string()),
@@ -234,8 +232,9 @@ def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Ta
 
 
 def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
-    """Which ranked patches make each distilled image (step 5), one row per distilled image: their sources,
-    boxes, full sizes, scores, and the JPEG draft size each was scored at (``None``: full size)."""
+    """Which ranked patches make each distilled image (step 5), one row per distilled image, one list column per
+    fact of its patches: sources, boxes, full sizes, scores, and the JPEG draft size each was scored at ((0, 0):
+    full size)."""
     topk = topk.sort_by([("class_index", "ascending"), ("score", "ascending"), ("image_id", "ascending")])
     classes = topk["class_index"].to_numpy()
     counts = np.bincount(classes, minlength=len(plan.classes))
@@ -252,26 +251,23 @@ def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
     scores = topk["score"].to_numpy()
     drafting = config.jpeg_draft and not config.decode_on_actor
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rows: dict[str, list] = {"class_index": [], "n": [], "patches": []}
+    rows: dict[str, list] = {k: [] for k in ("class_index", "n", *LAYOUT_COLUMNS)}
     for c, first in enumerate(starts):
         for i in range(config.ipc):
             ranks = [int(first) + r for r in patch_ranks(i, config.ipc, config.factor)]
             rows["class_index"].append(c)
             rows["n"].append(i)
-            rows["patches"].append(json.dumps({
-                "names": [names[r] for r in ranks],
-                "boxes": chosen[ranks].tolist(),
-                "sizes": sizes[ranks].tolist(),
-                "scores": [float(scores[r]) for r in ranks],
-                "drafts": [draft_size(tuple(sizes[r]), boxes[r], plan.crop_size) if drafting else None
-                           for r in ranks],
-            }))
+            rows["patch_names"].append([names[r] for r in ranks])
+            rows["patch_boxes"].append(chosen[ranks].tolist())
+            rows["patch_sizes"].append(sizes[ranks].tolist())
+            rows["patch_scores"].append([float(scores[r]) for r in ranks])
+            rows["patch_drafts"].append([(drafting and draft_size(tuple(sizes[r]), boxes[r], plan.crop_size))
+                                         or (0, 0) for r in ranks])
     return pa.table(rows)
 
 
-def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work: Path
-                        ) -> tuple[pa.Table, pa.Table]:
-    """Steps 5–6 through Ray Data; writes the images and returns (manifest, soft labels)."""
+def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, writer: DistilledSetWriter) -> None:
+    """Steps 5–6 through Ray Data; the images, their sources and soft labels go to ``writer`` in class order."""
     init_ray(config.address)
     # A GPU actor labels many images a call; on CPU small blocks keep every actor busy.
     block_rows = 64 if plan.gpu else 16
@@ -290,10 +286,6 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work:
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size,
                                           "factor": config.factor, "image_format": config.image_format})
               .map_batches(LabelImages, batch_format="numpy", **actor))
-    manifest: dict[str, list] = {k: [] for k in ("class_index", "class_name", "n", "file", "sha256",
-                                                 "patch_sources", "patch_boxes", "patch_scores")}
-    labels: dict[str, list] = {"image": [], "patch": [], "indices": [], "logits": []}
-    suffix = "png" if config.image_format == "png" else "jpg"
     results = []
     started = time.perf_counter()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -302,37 +294,14 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, work:
         log.info("assembled and labelled %d/%d images (%.1f images/s)", len(results), layout.num_rows,
                  len(results) / (time.perf_counter() - started))
     results.sort(key=lambda r: (int(r["class_index"]), int(r["n"])))
-
-    for folder in {plan.classes[int(r["class_index"])] for r in results}:
-        (work / "images" / folder).mkdir(parents=True, exist_ok=True)
-    for image_index, r in enumerate(results):
+    made_of = {(row["class_index"], row["n"]): row for row in layout.to_pylist()}
+    patches = config.factor**2 if config.factor > 1 else 0
+    for r in results:
         c, n = int(r["class_index"]), int(r["n"])
-        patch = json.loads(str(r["patches"]))
-        rel = f"images/{plan.classes[c]}/{n:05d}.{suffix}"
-        tmp = work / f"{rel}.tmp"
-        tmp.write_bytes(r["encoded"])
-        os.replace(tmp, work / rel)
-        manifest["class_index"].append(c)
-        manifest["class_name"].append(plan.classes[c])
-        manifest["n"].append(n)
-        manifest["file"].append(rel)
-        manifest["sha256"].append(str(r["sha256"]))
-        manifest["patch_sources"].append(patch["names"])
-        manifest["patch_boxes"].append(patch["boxes"])
-        manifest["patch_scores"].append(patch["scores"])
-        labels["image"].append(image_index)
-        labels["patch"].append(-1)
-        labels["indices"].append(r["label_indices"])
-        labels["logits"].append(r["label_logits"])
-        for p in range(config.factor**2 if config.factor > 1 else 0):
-            labels["image"].append(image_index)
-            labels["patch"].append(p)
-            labels["indices"].append(r["patch_indices"][p])
-            labels["logits"].append(r["patch_logits"][p])
-    soft = pa.table({"image": pa.array(labels["image"], pa.int32()), "patch": pa.array(labels["patch"], pa.int8()),
-                     "indices": _fixed(np.stack(labels["indices"]).astype(np.int32), pa.int32()),
-                     "logits": _fixed(np.stack(labels["logits"]).astype(np.float16), pa.float16())})
-    return pa.table(manifest), soft
+        writer.add(c, r["encoded"], sha256=str(r["sha256"]), sources=made_of[c, n]["patch_names"],
+                   boxes=made_of[c, n]["patch_boxes"], scores=made_of[c, n]["patch_scores"],
+                   label=(r["label_indices"], r["label_logits"]),
+                   patch_labels=[(r["patch_indices"][p], r["patch_logits"][p]) for p in range(patches)])
 
 
 def _load_scores(config: RdedConfig) -> pa.Table:
@@ -408,26 +377,22 @@ def distill(config: RdedConfig) -> DistilledSet:
     timings["select_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    manifest, soft = _assemble_and_label(config, plan, layout, run.work)
+    writer = DistilledSetWriter(run.work, plan.classes, image_format=config.image_format)
+    _assemble_and_label(config, plan, layout, writer)
     timings["assemble_label_s"] = time.perf_counter() - t
     info = {"method": "rded", "classes": list(plan.classes), "observers": list(config.observers),
             "observer_columns": plan.columns, "seed": config.seed, "config_hash": result_hash,
             "input_size": plan.input_size, "factor": config.factor, "ipc": config.ipc}
-    write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}),
-                  run.work / "manifest.parquet")
-    write_parquet(soft, run.work / "soft_labels.parquet")
-    write_montage(run.work, manifest, plan.classes, run.work / "montage.png")
     for folder in ("scores", "refine"):
         if (run.work / folder).exists():
             _remove_parts(run.work / folder)
     timings["total_s"] = time.perf_counter() - started
-    stats.update({"selected_patches": topk.num_rows, "images": manifest.num_rows, "timings": timings,
+    stats.update({"selected_patches": topk.num_rows, "images": len(writer), "timings": timings,
                   "crops_per_s": stats["crops_scored"] / max(timings["score_s"], 1e-9) if stats.get("scored_images")
                   else None})
-    write_json(stats, run.work / "stats.json")
+    writer.finish(info, stats)
     final = run.finish()
-    log.info("distilled %d images into %s (skipped files: %s)", manifest.num_rows, final,
-             stats["skipped_files"] or "none")
+    log.info("distilled %d images into %s (skipped files: %s)", len(writer), final, stats["skipped_files"] or "none")
     return DistilledSet(final)
 
 

@@ -7,30 +7,16 @@ than the observer's input is zero-padded after normalization (that is, with the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from raydd.models.logits import in_fixed_batches
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast
 
-__all__ = ["in_fixed_batches", "pad_to_canvas", "realism_scores", "score_crops"]
-
-
-def in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """``fn`` over ``x`` in forwards of exactly ``batch_size`` rows, the last one padded with zeros.
-
-    A network in eval mode treats rows independently, and a forward of a fixed shape runs the same kernels
-    whatever the other rows hold: so a row's result does not depend on which rows Ray batched it with.
-    """
-    out = []
-    for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        if len(chunk) < batch_size:
-            chunk = torch.cat([chunk, chunk.new_zeros((batch_size - len(chunk), *chunk.shape[1:]))])
-        out.append(fn(chunk)[: min(batch_size, len(x) - start)])
-    return torch.cat(out) if out else x.new_zeros((0,))
+__all__ = ["pad_to_canvas", "realism_scores", "score_crops"]
 
 
 def pad_to_canvas(x: torch.Tensor, size: int) -> torch.Tensor:

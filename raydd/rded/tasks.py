@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from typing import Any
 
 import numpy as np
@@ -20,8 +19,8 @@ from raydd._runtime import tune_allocator
 from raydd.data import DecodeStats, decode_rgb, read_image_bytes
 from raydd.data.decode import probe
 from raydd.data.filesystem import join
-from raydd.rded.assembly import grid_cells, stitch
-from raydd.rded.crops import crop_rng, cut_box, draft_size, sample_boxes
+from raydd.transforms.crops import crop_rng, cut_box, draft_size, sample_boxes
+from raydd.transforms.grid import grid_cells, stitch
 
 __all__ = ["assemble", "cut_crops", "encode", "read_candidates", "read_sources"]
 
@@ -98,17 +97,17 @@ def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, fac
     cells = grid_cells(size, factor)
     pixels = np.zeros((len(batch["class_index"]), size, size, 3), dtype=np.uint8)
     encoded, digests = [], []
-    for i, text in enumerate(batch["patches"]):
-        patch = json.loads(str(text))
-        names = patch["names"]
-        data = read_image_bytes([join(root, n) for n in names], fs)
+    for i, names in enumerate(batch["patch_names"]):
+        data = read_image_bytes([join(root, str(n)) for n in names], fs)
+        boxes, sizes, drafts = batch["patch_boxes"][i], batch["patch_sizes"][i], batch["patch_drafts"][i]
         patches = []
         for j, (_, _, h, w) in enumerate(cells):
-            draft = patch["drafts"][j]
-            image = decode_rgb(data[j], draft=(lambda _, d=draft: tuple(d)) if draft else None)
+            draft = tuple(int(v) for v in drafts[j])
+            image = decode_rgb(data[j], draft=(lambda _, d=draft: d) if any(draft) else None)
             if image is None:
                 raise RuntimeError(f"{names[j]} decoded during scoring but not now: was it changed on disk?")
-            patches.append(cut_box(image, patch["boxes"][j], (w, h), original_size=tuple(patch["sizes"][j])))
+            patches.append(cut_box(image, [int(v) for v in boxes[j]], (w, h),
+                                   original_size=tuple(int(v) for v in sizes[j])))
         pixels[i] = stitch(patches, size, factor)
         encoded.append(_encode(pixels[i], image_format))
         digests.append(hashlib.sha256(encoded[-1]).hexdigest())
@@ -119,9 +118,9 @@ def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, fac
 def read_sources(batch: dict[str, np.ndarray], *, fs: Any, root: str) -> dict[str, np.ndarray]:
     """Step 5 for actors that decode: per distilled image, the bytes of its patches' source images."""
     tune_allocator()
-    sources = np.empty(len(batch["patches"]), dtype=object)
-    for i, text in enumerate(batch["patches"]):
-        sources[i] = read_image_bytes([join(root, n) for n in json.loads(str(text))["names"]], fs)
+    sources = np.empty(len(batch["patch_names"]), dtype=object)
+    for i, names in enumerate(batch["patch_names"]):
+        sources[i] = read_image_bytes([join(root, str(n)) for n in names], fs)
     return {**batch, "sources": sources}
 
 

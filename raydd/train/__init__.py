@@ -1,6 +1,7 @@
-"""Classifier training on Ray Train: observers now, experts and students through the same loop."""
+"""Classifier training on Ray Train (observers, or any classifier); checkpoints load back via ``raydd.models``."""
 
-from raydd.train.checkpoint import find_checkpoint, load_model_checkpoint, save_checkpoint
+from raydd.models.checkpoint import find_checkpoint, save_checkpoint
+from raydd.models.observer import load_model_checkpoint
 from raydd.train.config import TrainConfig
 from raydd.train.trainer import TrainResult, fit
 

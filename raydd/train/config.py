@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from raydd.config import option
 from raydd.models.precision import check_train_precision
+from raydd.scaling import Restartable
 
 __all__ = ["TrainConfig"]
 
@@ -14,7 +15,9 @@ SCHEDULES = ("cosine", "step", "constant")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Restartable):
+    """One classifier training run; Ray Train workers (``Scaling``) split each batch (DDP)."""
+
     data: str = option(help="training images: ImageFolder root or Parquet, local or s3://, gs://")
     val_data: str | None = option(None, help="validation images, same class folders (optional)")
     model: str = option("convnet3", help="zoo model name (raydd.models.list_models())")
@@ -32,25 +35,17 @@ class TrainConfig:
     augment: bool = option(True, help="random crop (padding size/8) and horizontal flip")
     precision: str = option("auto", help="forward-pass autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")
     seed: int = option(0, help="seed for init, shuffling and augmentation")
-    num_workers: int = option(1, help="Ray Train workers (DDP)")
-    cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
-    use_gpu: bool = option(False, help="GPUs for the workers (gpus_per_worker each)")
-    gpus_per_worker: float = option(1.0, help="with use_gpu: GPUs per worker; a fraction lets workers share a GPU "
-                                              "(their process group then uses gloo: NCCL takes one rank a device)")
-    storage_path: str = option("runs", help="where runs and checkpoints are stored (local or URI)")
-    name: str = option("train", help="run name; rerunning with the same name and storage resumes")
-    checkpoint_every: int = option(1, help="checkpoint every N epochs (and at the end)")
-    max_failures: int = option(0, help="restart the workers from the last checkpoint up to this many times after "
-                                       "a failure, such as a node lost (0: stop, and a rerun resumes)")
+    storage_path: str = option("runs", execution=True, help="where runs and checkpoints are stored (local or URI)")
+    name: str = option("train", execution=True, help="run name; rerunning with the same name and storage resumes")
+    checkpoint_every: int = option(1, execution=True, help="checkpoint every N epochs (and at the end)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "checkpoint_every", "num_workers", "cpus_per_worker"):
+        for name in ("epochs", "batch_size", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_failures < 0:
-            raise ValueError("max_failures must be 0 or more")
         check_train_precision(self.precision)

@@ -25,24 +25,17 @@ from torch import nn
 
 from raydd._runtime import tune_allocator
 from raydd.data import ClassMap, DecodeStats, list_images, load_class_map, sample_per_class
-from raydd.data.memory import load_tensor_images
+from raydd.data.memory import load_labelled
+from raydd.models.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
 from raydd.models.precision import autocast, autocast_dtype
-from raydd.models.registry import IMAGENET_NORM, Normalization, get_entry, get_model
-from raydd.train.augment import random_crop_flip
-from raydd.train.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
+from raydd.models.registry import IMAGENET_NORM, Normalization, build_model, get_entry
+from raydd.scaling import apply_threads
 from raydd.train.config import TrainConfig
+from raydd.transforms.augment import random_crop_flip
 
-__all__ = ["build_model", "build_optimizer", "evaluate_accuracy", "lr_at", "steps_per_epoch", "train_loop_per_worker"]
+__all__ = ["build_optimizer", "evaluate_accuracy", "lr_at", "steps_per_epoch", "train_loop_per_worker"]
 
 log = logging.getLogger("raydd.train")
-
-
-def build_model(name: str, num_classes: int, input_size: int) -> tuple[nn.Module, dict[str, Any]]:
-    """A fresh zoo model and the keyword arguments that rebuild it from a checkpoint."""
-    args: dict[str, Any] = {"num_classes": num_classes}
-    if name.startswith("convnet"):
-        args["input_size"] = input_size
-    return get_model(name, **args), args
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -65,10 +58,6 @@ def lr_at(epoch: int, config: TrainConfig) -> float:
     return config.lr
 
 
-def _to_input(images: torch.Tensor, norm: Normalization, device: torch.device) -> torch.Tensor:
-    return norm.apply(images.to(device, non_blocking=True).float().div_(255.0))
-
-
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization,
                       device: torch.device, batch_size: int = 512,
@@ -77,7 +66,7 @@ def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     model.eval()
     correct = 0
     for start in range(0, len(images), batch_size):
-        x = _to_input(images[start:start + batch_size], norm, device)
+        x = norm.to_input(images[start:start + batch_size], device)
         with autocast(device, dtype):
             pred = model(x).argmax(1).cpu()
         correct += int((pred == labels[start:start + batch_size]).sum())
@@ -106,21 +95,22 @@ def steps_per_epoch(count: int, per_worker_batch: int) -> int:
     return max(1, smallest // per_worker_batch)
 
 
-def _shard_refs(config: TrainConfig, folder: str, cmap: ClassMap | None, rank: int, world: int
-                ) -> tuple[list[str], list[int], ClassMap, Any]:
+def _shard(config: TrainConfig, folder: str, cmap: ClassMap | None, rank: int, world: int, stats: DecodeStats
+           ) -> tuple[torch.Tensor, torch.Tensor, ClassMap]:
+    """This worker's share of ``folder`` (at most ``max_per_class`` per class, seeded), decoded."""
     index = list_images(folder)
     cmap = cmap or load_class_map(config.class_map, index.classes)
-    files = (sample_per_class(index, config.max_per_class, seed=config.seed) if config.max_per_class
-             else index.files)
-    pairs = sorted((ref, cmap.index_of(c)) for c in cmap.classes for ref in files.get(c, []))
-    mine = pairs[rank::world]
-    return [r for r, _ in mine], [y for _, y in mine], cmap, index.filesystem()
+    files = sample_per_class(index, config.max_per_class, seed=config.seed) if config.max_per_class else None
+    loaded = load_labelled(index, cmap.classes, size=config.input_size or get_entry(config.model).input_size,
+                           files=files, shard=(rank, world), stats=stats)
+    return loaded.images, loaded.labels, cmap
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Train one classifier as described by ``loop_config["config"]`` (a ``TrainConfig`` as a dict)."""
     tune_allocator()
     config = TrainConfig(**loop_config["config"])
+    apply_threads(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -130,12 +120,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     dtype = autocast_dtype(config.precision, device)
 
     stats = DecodeStats()
-    refs, labels, cmap, fs = _shard_refs(config, config.data, None, rank, world)
-    train_x, train_y = load_tensor_images(refs, labels, size=size, filesystem=fs, stats=stats)
+    train_x, train_y, cmap = _shard(config, config.data, None, rank, world, stats)
     val_x = val_y = None
     if config.val_data:
-        vrefs, vlabels, _, vfs = _shard_refs(config, config.val_data, cmap, rank, world)
-        val_x, val_y = load_tensor_images(vrefs, vlabels, size=size, filesystem=vfs, stats=stats)
+        val_x, val_y, _ = _shard(config, config.val_data, cmap, rank, world, stats)
 
     torch.manual_seed(config.seed)
     model, model_args = build_model(config.model, cmap.num_classes, size)
@@ -164,7 +152,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
         for step in range(steps):
             batch = order[step * per_worker_batch:(step + 1) * per_worker_batch]
-            x = _to_input(train_x[batch], norm, device)
+            x = norm.to_input(train_x[batch], device)
             if config.augment:
                 x = random_crop_flip(x, padding, generator)
             y = train_y[batch].to(device, non_blocking=True)

@@ -1,16 +1,13 @@
 """Expert trajectories (MTT's "buffer"): networks trained on real data, their parameters saved every epoch.
 
-Each expert is one file, ``expert_NNNN.pt``: ``{"format", "model", "model_args", "names", "shapes",
-"trajectory": float32 [epochs + 1, P] (flattened parameters at init and after every epoch), "seed",
-"config"}``. Ray Train workers each own a share of the experts (expert i goes to worker i mod W); a rerun
-skips the experts whose file exists. The folder may be remote (``s3://…``): workers upload each finished file
-and readers download them once into a local mirror.
+Ray Train workers each own a share of the experts (expert i goes to worker i mod W); a rerun skips the experts
+whose file exists. The files' format is ``raydd.io.experts``; a remote folder (``s3://…``) gets each finished
+file uploaded by the worker that trained it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,19 +20,21 @@ from torch import nn
 
 from raydd.config import option
 from raydd.data.zca import ZCA_FILE, Zca
-from raydd.evaluate.augment import dsa
-from raydd.io.storage import fetch, is_remote, list_files, mirror_of, upload_file
-from raydd.models._weights import load_torch_file
+from raydd.io.experts import expert_files, expert_name, finished_experts, flat_params, param_layout, save_expert
+from raydd.io.storage import is_remote, mirror_of, upload_file
+from raydd.models.registry import IMAGENET_NORM
+from raydd.scaling import Restartable, apply_threads
+from raydd.transforms.augment import dsa
 
-__all__ = ["ExpertsConfig", "expert_files", "experts_zca", "flat_params", "load_expert", "param_layout", "train_expert",
-           "train_experts"]
+__all__ = ["ExpertsConfig", "train_expert", "train_experts"]
 
 log = logging.getLogger("raydd.experts")
-FORMAT = "raydd.expert.v1"
 
 
 @dataclass
-class ExpertsConfig:
+class ExpertsConfig(Restartable):
+    """The experts to train; Ray Train workers (``Scaling``) share them, expert i going to worker i mod W."""
+
     data: str = option(help="real training images (ImageFolder or Parquet, local or URI)")
     out: str = option(help="folder of expert files (a rerun skips finished experts)")
     model: str = option("convnet3", help="zoo model of the experts")
@@ -52,30 +51,12 @@ class ExpertsConfig:
                                    "the experts, and matching and evaluation apply the same transform")
     zca_reg: float = option(0.1, help="ZCA regularization added to the covariance eigenvalues (published: 0.1)")
     seed: int = option(0, help="expert i starts from seed + i")
-    num_workers: int = option(1, help="Ray Train workers sharing the experts")
-    cpus_per_worker: int = option(1, help="CPUs a worker reserves, and its torch threads")
-    use_gpu: bool = option(False, help="GPUs for the workers (gpus_per_worker each)")
-    gpus_per_worker: float = option(1.0, help="with use_gpu: GPUs per worker; a fraction lets workers share a GPU "
-                                              "(their process group then uses gloo: NCCL takes one rank a device)")
-    max_failures: int = option(0, help="restart the workers up to this many times after a failure, such as a node "
-                                       "lost (finished experts are kept; 0: stop, and a rerun resumes)")
 
     def __post_init__(self) -> None:
-        for name in ("num_experts", "epochs", "batch_size", "num_workers", "cpus_per_worker"):
+        super().__post_init__()
+        for name in ("num_experts", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_failures < 0:
-            raise ValueError("max_failures must be 0 or more")
-
-
-def param_layout(model: nn.Module) -> tuple[list[str], list[tuple[int, ...]]]:
-    """Names and shapes of the trainable parameters, in the order trajectories flatten them."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    return [n for n, _ in named], [tuple(p.shape) for _, p in named]
-
-
-def flat_params(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad]).cpu()
 
 
 def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: ExpertsConfig, seed: int,
@@ -83,9 +64,6 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
                  ) -> torch.Tensor:
     """Train one expert with plain SGD; returns its trajectory ``[epochs + 1, P]``. ``on_epoch(epoch, mean
     loss)`` is told after every epoch (progress)."""
-    from raydd.models.registry import IMAGENET_NORM
-    from raydd.train.loop import _to_input
-
     device = torch.device(device)
     model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -100,7 +78,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
         for s in range(0, len(order), config.batch_size):
             batch = order[s:s + config.batch_size].to(device, non_blocking=True)
             # float images are ready inputs (normalized, whitened); uint8 ones are normalized here
-            x = images[batch] if images.is_floating_point() else _to_input(images[batch], IMAGENET_NORM, device)
+            x = images[batch] if images.is_floating_point() else IMAGENET_NORM.to_input(images[batch], device)
             if config.dsa:
                 x = dsa(x, generator)
             loss = F.cross_entropy(model(x), labels[batch])
@@ -114,26 +92,9 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
     return torch.stack(snapshots)
 
 
-def save_expert(path: Path, *, trajectory: torch.Tensor, model_name: str, model_args: dict[str, Any],
-                names: list[str], shapes: list[tuple[int, ...]], seed: int, config: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "model": model_name, "model_args": model_args, "names": names,
-                "shapes": shapes, "trajectory": trajectory.to(torch.float32), "seed": seed, "config": config}, tmp)
-    os.replace(tmp, path)
-
-
-def load_expert(path: str | Path) -> dict[str, Any]:
-    state = load_torch_file(path)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a raydd expert file")
-    return state
-
-
 def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int, folder: Path) -> torch.Tensor:
     """Fit ZCA on this worker's copy of the training images (every worker gets the same transform) and
     whiten them; rank 0 stores the transform beside the experts (``folder``: the local one or the mirror)."""
-    from raydd.models.registry import IMAGENET_NORM
-
     x = IMAGENET_NORM.apply(images.float() / 255)
     zca = Zca.fit(x, config.zca_reg)
     if rank == 0:
@@ -143,65 +104,33 @@ def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int, folder: Path
     return zca.apply(x)
 
 
-def experts_zca(folder: str) -> Zca | None:
-    """The ZCA transform the experts of ``folder`` were trained with, or None (no ZCA)."""
-    if is_remote(folder):
-        uri = folder.rstrip("/")
-        return Zca.load(fetch(f"{uri}/{ZCA_FILE}")) if list_files(uri, ZCA_FILE) else None
-    local = Path(folder).expanduser() / ZCA_FILE
-    return Zca.load(local) if local.exists() else None
-
-
-def _expert_name(i: int) -> str:
-    return f"expert_{i:04d}.pt"
-
-
-def _finished(folder: str) -> set[str]:
-    """Names of the expert files already in ``folder`` (local or remote)."""
-    if is_remote(folder):
-        return set(list_files(folder, "expert_*.pt"))
-    return {p.name for p in Path(folder).glob("expert_*.pt")}
-
-
-def expert_files(folder: str) -> list[Path]:
-    """The expert files of ``folder`` as local paths; a remote folder's are downloaded into its mirror once."""
-    if is_remote(folder):
-        files = [fetch(f"{folder.rstrip('/')}/{name}") for name in sorted(_finished(folder))]
-    else:
-        files = sorted(Path(folder).expanduser().glob("expert_*.pt"))
-    if not files:
-        raise FileNotFoundError(f"no expert files (expert_*.pt) in {folder}; run `raydd experts` first")
-    return files
-
-
 def _expert_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     from raydd._runtime import tune_allocator
     from raydd.data import list_images, load_class_map, sample_per_class
-    from raydd.data.memory import load_tensor_images
-    from raydd.models.registry import get_entry
-    from raydd.train.loop import build_model
+    from raydd.data.memory import load_labelled
+    from raydd.models.registry import build_model, get_entry
 
     tune_allocator()
     config = ExpertsConfig(**loop_config["config"])
+    apply_threads(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     remote = is_remote(config.out)
     out = mirror_of(config.out) if remote else Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     share = range(rank, config.num_experts, world)
-    finished = _finished(config.out)
-    mine = [i for i in share if _expert_name(i) not in finished]
+    finished = finished_experts(config.out)
+    mine = [i for i in share if expert_name(i) not in finished]
     done = len(share) - len(mine)
     if mine:
         index = list_images(config.data)
         cmap = load_class_map(None, index.classes)
-        files = sample_per_class(index, config.max_per_class, seed=config.seed) if config.max_per_class else index.files
-        refs = [r for c in cmap.classes for r in files[c]]
-        labels = [cmap.index_of(c) for c in cmap.classes for _ in files[c]]
+        files = sample_per_class(index, config.max_per_class, seed=config.seed) if config.max_per_class else None
         size = config.input_size or get_entry(config.model).input_size
-        images, targets = load_tensor_images(refs, labels, size=size, filesystem=index.filesystem())
+        loaded = load_labelled(index, cmap.classes, size=size, files=files)
+        images, targets = loaded.images, loaded.labels
         if config.zca:
             images = _whiten(images, config, rank, out)
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
@@ -217,11 +146,11 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
                          epoch, config.epochs, loss, done, len(share))
 
             trajectory = train_expert(model, images, targets, config, config.seed + i, device, on_epoch=progress)
-            save_expert(out / _expert_name(i), trajectory=trajectory, model_name=config.model,
+            save_expert(out / expert_name(i), trajectory=trajectory, model_name=config.model,
                         model_args=model_args, names=names, shapes=shapes, seed=config.seed + i,
                         config=asdict(config))
             if remote:
-                upload_file(out / _expert_name(i), f"{config.out}/{_expert_name(i)}")
+                upload_file(out / expert_name(i), f"{config.out}/{expert_name(i)}")
             done += 1
             log.info("worker %d: expert %d done (%d epochs)", rank, i, config.epochs)
         ray.train.report({"round": round_start // world, "experts_done_by_worker": done})
@@ -230,15 +159,12 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
 def train_experts(config: ExpertsConfig) -> list[Path]:
     """Train the experts that are not on disk yet, shared across Ray Train workers; returns all expert files."""
     from raydd.data import list_images
-    from raydd.train.trainer import run_torch_trainer
+    from raydd.scaling import run_torch_trainer
 
     list_images(config.data)
     out = config.out.rstrip("/") if is_remote(config.out) else str(Path(config.out).expanduser().resolve())
     if not is_remote(out):
         Path(out).mkdir(parents=True, exist_ok=True)
     resolved = replace(config, out=out)  # the caller's config stays as given
-    run_torch_trainer(_expert_loop, {"config": asdict(resolved)}, num_workers=config.num_workers,
-                      cpus_per_worker=config.cpus_per_worker, use_gpu=config.use_gpu,
-                      gpus_per_worker=config.gpus_per_worker, name="experts",
-                      storage_path=f"{out}/.ray", max_failures=config.max_failures)
+    run_torch_trainer(_expert_loop, {"config": asdict(resolved)}, config, name="experts", storage_path=f"{out}/.ray")
     return expert_files(out)

@@ -1,8 +1,9 @@
-"""Student-training augmentations as pure torch functions on float batches ``[N, C, H, W]``.
+"""Training augmentations as pure torch functions on float batches ``[N, C, H, W]``, for every job.
 
-RDED protocol: strip shuffling → random-resized crop (scale 1/factor..1) → flip, per sample; CutMix or Mixup
-per batch. MTT protocol: differentiable Siamese augmentation (DSA): one family per batch among colour, crop,
-cutout, flip, scale and rotate, with per-sample parameters.
+Classifier training (observers): a random crop of the padded image and a flip. RDED's student protocol: strip
+shuffling → random-resized crop (scale 1/factor..1) → flip, per sample; CutMix or Mixup per batch. MTT's experts,
+matching and students: differentiable Siamese augmentation (DSA), one family per batch among colour, crop, cutout,
+flip, scale and rotate, with per-sample parameters.
 
 Every random number comes from the caller's seeded generator on the host, so a run draws the same augmentations
 on a CPU and a GPU; the drawn parameters reach the batch's device by non-blocking copies, which queue behind
@@ -17,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from raydd.rded.assembly import grid_spans
+from raydd.transforms.grid import grid_spans
 
-__all__ = ["cutmix", "dsa", "hflip", "mixup", "random_resized_crop", "shuffle_strips"]
+__all__ = ["cutmix", "dsa", "hflip", "mixup", "random_crop_flip", "random_resized_crop", "shuffle_strips"]
 
 
 def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -153,3 +154,19 @@ def dsa(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tens
         theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle), torch.sin(-angle)
         theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle), torch.cos(angle)
     return _affine(x, theta)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per sample: a random crop of the zero-padded image (same size) and a horizontal flip with p = 0.5."""
+    n, _, h, w = x.shape
+    if padding > 0:
+        padded = F.pad(x, (padding,) * 4)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+        rows = (dy.view(n, 1) + torch.arange(h)).to(x.device)
+        cols = (dx.view(n, 1) + torch.arange(w)).to(x.device)
+        index = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+        channel = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+        x = padded[index, channel, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)

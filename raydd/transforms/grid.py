@@ -1,4 +1,5 @@
-"""Step 5 of RDED: stitch ``factor × factor`` patches into each distilled image.
+"""The ``factor × factor`` grid of a stitched image: RDED's assembly, the soft labels of its patches, and the
+strip shuffling and random patches of its evaluation.
 
 The grid splits ``input_size`` into cells of ``input_size // factor``; the first ``input_size % factor`` rows
 and columns are one pixel wider. Distilled image ``i`` of a class takes the ranked patches

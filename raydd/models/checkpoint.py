@@ -2,7 +2,7 @@
 
 A checkpoint is a folder holding ``model.pt``: ``{"format", "model", "model_args", "state_dict",
 "normalization", "input_size", "classes", "epoch", "optimizer", "config"}``. It loads back as a training
-state (resume) or as an observer (``checkpoint@PATH``).
+state (resume) or as an observer (``checkpoint@PATH``, ``raydd.models.observer``).
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from torch import nn
 
 from raydd.io.storage import download_file, is_remote, list_files, mirror_of, remote_is_empty
 from raydd.models._weights import load_torch_file
-from raydd.models.observer import Observer
-from raydd.models.registry import Normalization, get_model
+from raydd.models.registry import Normalization
 
-__all__ = ["CHECKPOINT_FILE", "find_checkpoint", "load_model_checkpoint", "load_reported_state", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FILE", "find_checkpoint", "load_reported_state", "read_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FILE = "model.pt"
 FORMAT = "raydd.checkpoint.v1"
@@ -105,13 +104,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd checkpoint")
     return state
-
-
-def load_model_checkpoint(path: str | Path, *, spec: str | None = None) -> Observer:
-    """A raydd checkpoint as an observer that knows its normalization, input size and class names."""
-    state = read_checkpoint(path)
-    model = get_model(state["model"], **state["model_args"])
-    model.load_state_dict(state["state_dict"])
-    norm = Normalization(tuple(state["normalization"]["mean"]), tuple(state["normalization"]["std"]))
-    return Observer(model, normalization=norm, input_size=state["input_size"], num_outputs=len(state["classes"]),
-                    spec=spec or f"checkpoint@{path}", class_names=state["classes"])

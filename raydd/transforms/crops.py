@@ -1,4 +1,4 @@
-"""Step 2 of RDED: square random-resized crops of each candidate image, seeded per image.
+"""Square random-resized crops of an image, seeded per image: RDED's candidate crops, evaluation's random patches.
 
 Boxes are drawn as torchvision's ``RandomResizedCrop.get_params`` draws them with the aspect ratio fixed at 1
 (ten tries at a random area fraction, then a centred square fallback), but from a generator seeded by

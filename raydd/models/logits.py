@@ -1,14 +1,14 @@
-"""Step 6 of RDED: relabel distilled images with the observers' soft labels, stored compactly.
+"""Observers' logits as every job uses them: ensembles, per-patch views, and the compact top-k form.
 
-Two granularities: one label per distilled image, and one per patch ("region level": the observer's view of
-the patch alone, resized to its input size — what a student's random-resized crop of that region shows).
-Stored as the top-k logits in float16 with their class indices (k configurable; k = number of classes keeps
-everything).
+RDED relabels its distilled images with them and evaluation's teachers produce them. Two granularities: one
+label per distilled image, and one per patch ("region level": the observer's view of the patch alone, resized to
+its input size — what a student's random-resized crop of that region shows). Stored as the top-k logits in
+float16 with their class indices (k configurable; k = number of classes keeps everything).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,10 +16,24 @@ import torch.nn.functional as F
 
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast
-from raydd.rded.assembly import grid_cells
-from raydd.rded.scoring import in_fixed_batches
+from raydd.transforms.grid import grid_cells
 
-__all__ = ["dense_logits", "ensemble_logits", "patch_views", "topk_logits"]
+__all__ = ["dense_logits", "ensemble_logits", "in_fixed_batches", "patch_views", "topk_logits"]
+
+
+def in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """``fn`` over ``x`` in forwards of exactly ``batch_size`` rows, the last one padded with zeros.
+
+    A network in eval mode treats rows independently, and a forward of a fixed shape runs the same kernels
+    whatever the other rows hold: so a row's result does not depend on which rows Ray batched it with.
+    """
+    out = []
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        if len(chunk) < batch_size:
+            chunk = torch.cat([chunk, chunk.new_zeros((batch_size - len(chunk), *chunk.shape[1:]))])
+        out.append(fn(chunk)[: min(batch_size, len(x) - start)])
+    return torch.cat(out) if out else x.new_zeros((0,))
 
 
 @torch.inference_mode()

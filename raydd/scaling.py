@@ -1,0 +1,127 @@
+"""How a job runs on Ray, spelt once for every job: workers, their CPUs, GPUs and threads, restarts, the cluster.
+
+Every job's config inherits these fields, so ``--num-workers``, ``--cpus-per-worker``, ``--gpus-per-worker`` …
+mean the same everywhere: a worker is RDED's scoring actor, a Ray Train worker (``train``, ``experts``,
+``match``) or one of evaluation's concurrent student trials. All are execution only (``option(execution=True)``):
+no job's result hash contains them, so a rerun with more workers or another cluster resumes the same run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raydd.config import option
+
+__all__ = ["RENAMED", "Restartable", "Scaling", "apply_threads", "run_torch_trainer"]
+
+# Spellings the jobs used before they shared these fields: a config or flag that still uses one is told the new.
+RENAMED = {
+    "num_actors": "num_workers",
+    "num_gpus_per_actor": "gpus_per_worker",
+    "threads_per_actor": "threads_per_worker",
+    "cpus_per_trial": "cpus_per_worker",
+    "gpus_per_trial": "gpus_per_worker",
+    "threads_per_trial": "threads_per_worker",
+    "use_gpu": "gpus_per_worker",
+}
+
+
+@dataclass(kw_only=True)
+class Scaling:
+    num_workers: int | None = option(None, execution=True, help="Ray workers: RDED's scoring actors, Ray Train's "
+                                     "workers, or evaluation's concurrent student trials (default: RDED one per "
+                                     "CPU, or GPUs / gpus_per_worker; Ray Train 1; evaluation as many as the "
+                                     "resources allow)")
+    cpus_per_worker: float | None = option(None, execution=True, help="CPUs a worker reserves (default 1; a GPU "
+                                           "actor of RDED's: a share of the CPUs left to its decoding tasks)")
+    gpus_per_worker: float = option(0.0, execution=True, help="GPUs a worker reserves (0: CPU only); a fraction "
+                                    "lets workers share a GPU (a Ray Train process group then uses gloo: NCCL "
+                                    "takes one rank a device)")
+    threads_per_worker: int | None = option(None, execution=True, help="torch threads of a CPU worker (default: its "
+                                            "CPUs; RDED: the CPUs divided among its actors)")
+    address: str | None = option(None, execution=True, help="Ray address (default: the running cluster, else a "
+                                 "local one)")
+
+    def __post_init__(self) -> None:
+        for name in ("num_workers", "threads_per_worker"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be more than 0, got {self.cpus_per_worker}")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker must be 0 (CPU) or more, got {self.gpus_per_worker}")
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+
+@dataclass(kw_only=True)
+class Restartable(Scaling):
+    max_failures: int = option(0, execution=True, help="restart from the last checkpoint up to this many times "
+                               "after a failure, such as a node lost (0: stop, and a rerun resumes)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_failures < 0:
+            raise ValueError("max_failures must be 0 or more")
+
+
+def _storage(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[str, Any], scaling: Restartable, *,
+                      name: str, storage_path: str, keep_checkpoints: int | None = None) -> Any:
+    """Run ``loop`` on ``scaling.num_workers`` Ray Train workers (default 1) whose processes start with the tuned
+    allocator and one torch thread per reserved CPU (``threads_per_worker`` is the loop's to apply); rerunning
+    with the same ``name`` and ``storage_path`` resumes. Returns Ray's result.
+
+    After a failure (a worker's node lost) Ray Train restarts the workers from the last checkpoint, up to
+    ``max_failures`` times; past that the error says where the checkpoints are and how to resume. Below one GPU
+    a worker shares its GPU and the process group uses gloo, since NCCL refuses two ranks on one device.
+
+    Ray Train's local mode (0 workers) is refused by the config: it keeps no checkpoint, so a run could neither
+    resume nor hand back its result. One worker with several CPUs does what it would, with both.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from raydd._runtime import RunFailedError, init_ray, lost_nodes, runtime_env
+
+    init_ray(scaling.address)
+    storage = _storage(storage_path)
+    resources = {"CPU": scaling.cpus_per_worker or 1, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config=loop_config,
+        # Ray sets each worker's OMP_NUM_THREADS, and so torch's thread count, to the CPUs it reserves.
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers or 1, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="gloo") if scaling.use_gpu and scaling.gpus_per_worker < 1 else None,
+        run_config=RunConfig(name=name, storage_path=storage,
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=scaling.max_failures),
+                             worker_runtime_env=runtime_env()),
+    )
+    started = time.time()
+    try:
+        return trainer.fit()
+    except TrainingFailedError as err:
+        retried = f" after {scaling.max_failures} restart(s)" if scaling.max_failures else ""
+        raise RunFailedError(
+            f"Ray Train run {name!r} failed{retried}: {err}\n{lost_nodes(started)}Its checkpoints are kept in "
+            f"{storage}/{name}: run the same command again to resume from the last one (--max-failures N restarts "
+            "the workers by itself that many times)") from err
+
+
+def apply_threads(scaling: Scaling) -> None:
+    """Inside a Ray Train worker: set torch's threads when the config names a count (Ray set the default)."""
+    if scaling.threads_per_worker is not None:
+        import torch
+
+        torch.set_num_threads(scaling.threads_per_worker)

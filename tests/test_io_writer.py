@@ -1,0 +1,77 @@
+"""The one writer of distilled sets and the one loader of labelled images, without Ray."""
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from raydd.data import DecodeStats, list_images
+from raydd.data.memory import load_labelled
+from raydd.io import DistilledSet, DistilledSetWriter
+from tests.conftest import make_image_folder
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_written_set_reads_back_with_its_rows_labels_and_pictures(tmp_path):
+    writer = DistilledSetWriter(tmp_path, ["cat", "dog"])
+    top = (np.array([1, 0], dtype=np.int32), np.array([2.5, -1.0], dtype=np.float16))
+    patch = (np.array([0, 1], dtype=np.int32), np.array([0.5, 0.25], dtype=np.float16))
+    assert writer.add(1, _png(200), sources=["d/1.jpg"], boxes=[[0, 0, 8]], scores=[0.1], label=top,
+                      patch_labels=[patch]) == "images/dog/00000.png"
+    writer.add(0, _png(10), sources=["c/1.jpg"], boxes=[[1, 2, 3]], scores=[0.2], label=top, patch_labels=[patch])
+    writer.add(1, _png(90), sources=["d/2.jpg"], boxes=[[2, 2, 4]], scores=[0.3], label=top, patch_labels=[patch])
+    manifest = writer.finish({"classes": ["cat", "dog"], "method": "test"}, {"images": len(writer)})
+
+    assert manifest.column("file").to_pylist() == ["images/dog/00000.png", "images/cat/00000.png",
+                                                   "images/dog/00001.png"]
+    assert manifest.column("sha256").to_pylist()[0] == hashlib.sha256(_png(200)).hexdigest()
+    assert not list(tmp_path.rglob("*.tmp"))
+    distilled = DistilledSet(tmp_path)
+    assert distilled.classes == ["cat", "dog"] and distilled.stats == {"images": 3}
+    images, labels = distilled.images()
+    assert labels.tolist() == [1, 0, 1] and images[1].max() == 10
+    indices, logits = distilled.soft_labels()
+    assert indices.tolist() == [[1, 0]] * 3 and logits[0].tolist() == [2.5, -1.0]
+    assert distilled.soft_labels(patches=True)[0].tolist() == [[0, 1]] * 3
+    assert (tmp_path / "montage.png").exists()
+
+
+def test_a_set_without_labels_or_boxes_has_neither_table_nor_columns(tmp_path):
+    writer = DistilledSetWriter(tmp_path, ["a"])
+    writer.add(0, _png(5), sources=["a/1.jpg"])
+    manifest = writer.finish({"classes": ["a"]}, {})
+    assert "patch_boxes" not in manifest.column_names and not (tmp_path / "soft_labels.parquet").exists()
+
+
+def test_boxes_for_some_images_only_are_refused(tmp_path):
+    writer = DistilledSetWriter(tmp_path, ["a"])
+    writer.add(0, _png(5), sources=["a/1.jpg"], boxes=[[0, 0, 8]])
+    writer.add(0, _png(6), sources=["a/2.jpg"])
+    with pytest.raises(ValueError, match="patch_boxes were given for 1 of 2 images"):
+        writer.finish({}, {})
+    with pytest.raises(ValueError, match="image_format"):
+        DistilledSetWriter(tmp_path, ["a"], image_format="gif")
+
+
+def test_the_loader_keeps_class_order_drawn_files_and_shards_and_counts_what_it_drops(tmp_path):
+    root = make_image_folder(tmp_path / "data", ["a", "b", "c"], 3, size=12)
+    (root / "b" / "broken.png").write_bytes(b"not an image")
+    index = list_images(str(root))
+    stats = DecodeStats()
+    everything = load_labelled(index, ["c", "a", "b"], size=8, stats=stats)
+    assert everything.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3  # labels follow the order asked for
+    assert everything.images.shape == (9, 3, 8, 8) and everything.images.dtype == torch.uint8
+    assert dict(stats.skipped) and sum(stats.skipped.values()) == 1 and len(everything.refs) == 9
+    drawn = load_labelled(index, ["a", "b", "c"], size=8, files={"b": index.files["b"][:2]})
+    assert drawn.labels.tolist() == [1, 1] and drawn.refs == index.files["b"][:2]
+    shards = [load_labelled(index, ["a", "b", "c"], size=8, shard=(rank, 2)) for rank in range(2)]
+    assert sorted(shards[0].refs + shards[1].refs) == sorted(everything.refs)
+    assert not set(shards[0].refs) & set(shards[1].refs)
