@@ -32,6 +32,8 @@ RENAMED = {
 
 @dataclass(kw_only=True)
 class Scaling:
+    """The Ray resources of a job's workers; keyword-only, so a job's own required fields may follow."""
+
     num_workers: int | None = option(None, execution=True, help="Ray workers: RDED's scoring actors, Ray Train's "
                                      "workers, or evaluation's concurrent student trials (default: RDED one per "
                                      "CPU, or GPUs / gpus_per_worker; Ray Train 1; evaluation as many as the "
@@ -62,6 +64,8 @@ class Scaling:
 
 @dataclass(kw_only=True)
 class Restartable(Scaling):
+    """``Scaling`` for jobs that checkpoint, and so can restart their workers after a failure."""
+
     max_failures: int = option(0, execution=True, help="restart from the last checkpoint up to this many times "
                                "after a failure, such as a node lost (0: stop, and a rerun resumes)")
 
