@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import Any
 
 from raydd import ExpertsConfig, MatchConfig, match, train_experts
 from raydd.config import add_config_arguments, config_from_args, option
 from raydd.demo import sample_path
 from raydd.evaluate import EvalConfig, evaluate
-from raydd.scaling import Restartable
+from raydd.scaling import Restartable, scaling_of
 
 SMOKE = {"num_experts": 2, "expert_epochs": 3, "iterations": 4, "syn_steps": 3, "max_start_epoch": 1,
          "eval_epochs": 4, "seeds": [0, 1]}
@@ -39,24 +40,33 @@ class IaddExample(Restartable):
     val_data: str | None = option(None, help="CIFAR-10 test ImageFolder")
     method: str = option("iadd", help="iadd or mtt")
     ipc: int = option(10, help="synthetic images per class")
-    num_experts: int = option(100, help="expert trajectories (published: 100)")
-    expert_epochs: int = option(50, help="epochs per expert (published: 50)")
-    iterations: int = option(5000, help="matching iterations (published: 5000)")
-    syn_steps: int = option(30, help="student steps per iteration (published: 30)")
-    max_start_epoch: int = option(20, help="start epochs are drawn below this (published IPC 10: 20)")
-    eval_epochs: int = option(1000, help="epochs of each evaluation student (MTT's protocol: 1000)")
+    num_experts: int | None = option(None, help="expert trajectories (default: the published setting, as in "
+                                     "raydd experts)")
+    expert_epochs: int | None = option(None, help="epochs per expert (default: the published setting)")
+    iterations: int | None = option(None, help="matching iterations (default: the published setting, as in "
+                                    "raydd match)")
+    syn_steps: int | None = option(None, help="student steps per iteration (default: the published setting)")
+    max_start_epoch: int | None = option(None, help="start epochs are drawn below this (default: the published "
+                                         "setting)")
+    eval_epochs: int | None = option(None, help="epochs of each evaluation student (default: MTT's protocol)")
     seeds: list[int] = option([0, 1, 2, 3, 4], help="evaluation seeds", flags=("--seed",))
     smoke_test: bool = option(False, help="a tiny budget on the built-in sample, on CPU")
 
 
+def _given(**values: Any) -> dict[str, Any]:
+    """The settings the user gave; the others keep the job config's own (published) defaults."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def main(args: IaddExample) -> dict:
-    scaling = {f.name: getattr(args, f.name) for f in fields(Restartable)}
+    scaling = scaling_of(args)
     trials = {**scaling, "num_workers": None}  # as many student trials at once as the resources allow
-    experts = train_experts(ExpertsConfig(data=args.data, out=f"{args.out}/experts", num_experts=args.num_experts,
-                                          epochs=args.expert_epochs, **scaling))
+    experts = train_experts(ExpertsConfig(data=args.data, out=f"{args.out}/experts", **scaling,
+                                          **_given(num_experts=args.num_experts, epochs=args.expert_epochs)))
     distilled = match(MatchConfig(data=args.data, experts=f"{args.out}/experts", out=f"{args.out}/{args.method}",
-                                  method=args.method, ipc=args.ipc, iterations=args.iterations,
-                                  syn_steps=args.syn_steps, max_start_epoch=args.max_start_epoch, **scaling))
+                                  method=args.method, ipc=args.ipc, **scaling,
+                                  **_given(iterations=args.iterations, syn_steps=args.syn_steps,
+                                           max_start_epoch=args.max_start_epoch)))
     report = evaluate(EvalConfig(distilled=distilled.uri or str(distilled.path), val_data=args.val_data,
                                  out=f"{args.out}/eval", protocol="mtt", epochs=args.eval_epochs, seeds=args.seeds,
                                  baseline="random", real_data=args.data, **trials))

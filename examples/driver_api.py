@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from raydd import ExpertsConfig, MatchConfig, RdedConfig, distill, match, train_experts
 from raydd.config import add_config_arguments, config_from_args, option
 from raydd.demo import sample_path
 from raydd.evaluate import EvalConfig, evaluate
-from raydd.scaling import Restartable
+from raydd.scaling import Restartable, scaling_of
 
 
 @dataclass
@@ -38,7 +38,7 @@ class DriverExample(Restartable):
 
 def main(args: DriverExample) -> dict[str, str]:
     smoke = args.smoke_test
-    training = {f.name: getattr(args, f.name) for f in fields(Restartable)}
+    training = scaling_of(args)
     sets = {"rded": distill(RdedConfig(data=args.data, observers=[args.observer], out=f"{args.out}/rded",
                                        ipc=args.ipc, factor=1, input_size=32, mipc=40 if smoke else 300,
                                        address=args.address))}

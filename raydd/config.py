@@ -104,9 +104,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = typing.get_type_hints(cls)
     parser.add_argument("--config", default=None, help="YAML file of options (flags override it)")
     fields = sorted(dataclasses.fields(cls), key=lambda f: bool(f.metadata.get("execution")))
+    taken: set[str] = set()
     for f in fields:
         kind, is_list = _base_type(hints[f.name])
-        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("flags", ())]
+        flags = [_flag(f.name), *f.metadata.get("flags", ())]
+        taken.update(flags)
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         )
@@ -121,12 +123,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                                 help=text + "; repeat the flag for several")
         else:
             parser.add_argument(*flags, dest=f.name, type=kind, default=None, help=text)
-    taken = set(parser._option_string_actions)
     for old, new in RENAMED.items():
-        flag = "--" + old.replace("_", "-")
-        if flag not in taken:
-            parser.add_argument(flag, nargs="?", action=_Renamed, new="--" + new.replace("_", "-"),
-                                help=argparse.SUPPRESS)
+        if _flag(old) not in taken:
+            parser.add_argument(_flag(old), nargs="?", action=_Renamed, new=_flag(new), help=argparse.SUPPRESS)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 class _Renamed(argparse.Action):

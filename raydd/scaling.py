@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from raydd.config import option
 
-__all__ = ["RENAMED", "Restartable", "Scaling", "apply_threads", "run_torch_trainer"]
+__all__ = ["RENAMED", "Restartable", "Scaling", "apply_threads", "run_torch_trainer", "scaling_of"]
 
 # Spellings the jobs used before they shared these fields: a config or flag that still uses one is told the new.
 RENAMED = {
@@ -73,6 +73,11 @@ class Restartable(Scaling):
         super().__post_init__()
         if self.max_failures < 0:
             raise ValueError("max_failures must be 0 or more")
+
+
+def scaling_of(config: Scaling, kind: type[Scaling] = Restartable) -> dict[str, Any]:
+    """``config``'s values of ``kind``'s fields: one job's scaling handed on to the config of the next."""
+    return {f.name: getattr(config, f.name) for f in fields(kind)}
 
 
 def _storage(path: str) -> str:
