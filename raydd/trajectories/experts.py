@@ -21,7 +21,7 @@ from torch import nn
 from raydd.config import option
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.io.experts import expert_files, expert_name, finished_experts, flat_params, param_layout, save_expert
-from raydd.io.storage import is_remote, mirror_of, upload_file
+from raydd.io.storage import is_remote, list_files, mirror_of, upload_file
 from raydd.models.registry import IMAGENET_NORM
 from raydd.scaling import Restartable, apply_threads
 from raydd.transforms.augment import dsa
@@ -156,6 +156,15 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
         ray.train.report({"round": round_start // world, "experts_done_by_worker": done})
 
 
+def _all_finished(config: ExpertsConfig) -> bool:
+    names = finished_experts(config.out)
+    if any(expert_name(i) not in names for i in range(config.num_experts)):
+        return False
+    if is_remote(config.out):
+        return not config.zca or bool(list_files(config.out, ZCA_FILE))
+    return not config.zca or (Path(config.out) / ZCA_FILE).exists()
+
+
 def train_experts(config: ExpertsConfig) -> list[Path]:
     """Train the experts that are not on disk yet, shared across Ray Train workers; returns all expert files."""
     from raydd.data import list_images
@@ -166,5 +175,8 @@ def train_experts(config: ExpertsConfig) -> list[Path]:
     if not is_remote(out):
         Path(out).mkdir(parents=True, exist_ok=True)
     resolved = replace(config, out=out)  # the caller's config stays as given
+    if _all_finished(resolved):  # a rerun after the experts are made starts no workers
+        log.info("all %d experts are already in %s", config.num_experts, out)
+        return expert_files(out)
     run_torch_trainer(_expert_loop, {"config": asdict(resolved)}, config, name="experts", storage_path=f"{out}/.ray")
     return expert_files(out)
