@@ -33,6 +33,9 @@ atexit.register(shutil.rmtree, CACHE, ignore_errors=True)
 os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}", "AWS_ACCESS_KEY_ID": "testing",
                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                    "AWS_EC2_METADATA_DISABLED": "true", "RAYDD_CACHE": CACHE})
+# Ray Train's controller polls its workers every 2 s and starts a preemption watcher actor for every run: on 2
+# cores that is ~3 s of each of the suite's Train runs (measured on trivial runs), and no test drains a node.
+os.environ.update({"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"})
 
 
 def make_image_folder(root: Path, classes: list[str], per_class: int, *, size: int = 32, seed: int = 0,
