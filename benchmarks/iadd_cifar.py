@@ -1,12 +1,16 @@
 """IADD vs MTT vs random real images on CIFAR-10, under the same MTT-protocol evaluation.
 
     python benchmarks/iadd_cifar.py --out /tmp/iadd-bench            # the budget BENCHMARKS.md states
+    python benchmarks/iadd_cifar.py --out OUT --ipc 10 --iterations 20 --scores --full-data-acc 0.8102
+                                                                     # with DD-Ranking's scores (issue 23)
 
 A reduced budget that fits about an hour on 2 CPU cores: experts trained on a class-balanced subset for a few
 epochs, a few hundred matching iterations instead of 5000, no ZCA. Both methods share the experts, the
 initial images (same seed) and every setting except the importance weights; the random baseline is evaluated
-in the same call as MTT's set (same learned lr, same students, same seeds). Rerunning with the same --out
-collects the evaluations already finished there instead of repeating them.
+in the same call as MTT's set (same learned lr, same students, same seeds); with ``--scores`` every set has
+its own random (and, ``--herding-with``, herding) baseline at its learned lr, and the trials DD-Ranking's
+scores need. Rerunning with the same --out collects the evaluations already finished there instead of
+repeating them.
 """
 
 from __future__ import annotations
@@ -33,12 +37,19 @@ MATCH = {
 }
 
 
+SCORES = ("hlr", "ior", "ior_no_aug", "lrs", "ars")
+
+
 def _collect(row: dict, method: str, report: dict, distilled: DistilledSet) -> None:
-    for name, summary in report["sets"].items():
-        key = method if name == "distilled" else name
-        row[key] = {k: summary[k] for k in ("final_acc", "final_acc_mean", "final_acc_std")}
-    row[method]["learned_lr"] = distilled.stats["learned_lr"]
-    row[method]["skipped_steps"] = distilled.stats["skipped_steps"]
+    sets = {name: {k: summary[k] for k in ("final_acc", "final_acc_mean", "final_acc_std")}
+            for name, summary in report["sets"].items()}
+    row[method] = {**sets.pop("distilled"), "learned_lr": distilled.stats["learned_lr"],
+                   "skipped_steps": distilled.stats["skipped_steps"]}
+    if sets:  # the baselines and variants, trained at this set's learned lr
+        row[method]["others"] = sets
+    if "scores" in report:
+        scores = report["scores"]
+        row[method]["scores"] = {name: {**scores[name], "per_seed": scores["per_seed"][name]} for name in SCORES}
 
 
 def main() -> None:
@@ -50,11 +61,21 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=500, help="expert training images per class")
     parser.add_argument("--iterations", type=int, nargs="+", default=[80, 30], help="per IPC, in --ipc order")
     parser.add_argument("--eval-epochs", type=int, default=1000)
+    parser.add_argument("--eval-every", type=int, default=100, help="test every N epochs (the last always)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cpus-per-worker", type=int, default=1, help="of each expert and matching worker")
     parser.add_argument("--methods", nargs="+", choices=["mtt", "iadd"], default=["mtt", "iadd"])
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                         help="of IADD's importance weights")
+    parser.add_argument("--scores", action="store_true",
+                        help="DD-Ranking's scores for every set, with random and herding beside each")
+    parser.add_argument("--herding-observer", help="with --scores: the observer whose features herding uses")
+    parser.add_argument("--herding-with", nargs="*", choices=["mtt", "iadd"], default=[],
+                        help="with --scores: the sets whose evaluation also trains herding's coreset (needs "
+                             "--herding-observer)")
+    parser.add_argument("--full-data-acc", type=float,
+                        help="with --scores: the full data's hard-label accuracy (a fraction) if known")
     args = parser.parse_args()
     tune_allocator()
     root = shared_dataset("cifar10-jpg")
@@ -63,7 +84,7 @@ def main() -> None:
     started = time.perf_counter()
     train_experts(ExpertsConfig(data=train, out=os.path.join(args.out, "experts"), num_experts=args.experts,
                                 epochs=args.expert_epochs_total, max_per_class=args.per_class,
-                                num_workers=args.workers))
+                                num_workers=args.workers, cpus_per_worker=args.cpus_per_worker))
     experts_s = time.perf_counter() - started
     results = []
     for ipc, iterations in zip(args.ipc, args.iterations, strict=True):
@@ -83,13 +104,19 @@ def main() -> None:
             distilled = match(MatchConfig(data=train, experts=os.path.join(args.out, "experts"),
                                           out=set_dir, method=method, ipc=ipc,
                                           iterations=iterations, checkpoint_every=10, num_workers=args.workers,
+                                          cpus_per_worker=args.cpus_per_worker,
                                           granularity=args.granularity, **MATCH[ipc]))
             match_s = time.perf_counter() - started
             started = time.perf_counter()
+            if args.scores:  # each set with its own baselines: they train at the set's learned lr
+                extra = dict(baseline="random,herding" if method in args.herding_with else "random",
+                             scores="dd-ranking", herding_observer=args.herding_observer,
+                             full_data_acc=args.full_data_acc)
+            else:
+                extra = dict(baseline="random" if method == "mtt" else "none")
             report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=test, protocol="mtt",
-                                         out=eval_dir,
-                                         epochs=args.eval_epochs, seeds=args.seeds, eval_every=100,
-                                         baseline="random" if method == "mtt" else "none", real_data=train))
+                                         out=eval_dir, epochs=args.eval_epochs, seeds=args.seeds,
+                                         eval_every=args.eval_every, real_data=train, **extra))
             _collect(row, method, report, distilled)
             row[method]["match_s"] = round(match_s, 1)
             row[method]["evaluate_s"] = round(time.perf_counter() - started, 1)
