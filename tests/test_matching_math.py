@@ -1,18 +1,15 @@
-"""Trajectory matching as pure functions: the loss formula, IADD's weights, and IADD with W = 1 being MTT; the
-expert files matching reads, and what a rerun of the experts job does with them."""
+"""Trajectory matching as pure functions: the loss formula, IADD's weights, and IADD with W = 1 being MTT."""
 
 import pytest
 import torch
 
-import raydd.scaling
 from raydd.data.zca import Zca
 from raydd.io.experts import load_expert, param_layout, save_expert
 from raydd.matching.loss import matching_gradients, matching_loss, unroll_student
 from raydd.matching.weights import ImportanceWeights
 from raydd.models import get_model
-from raydd.trajectories.experts import ExpertsConfig, train_expert, train_experts
+from raydd.trajectories.experts import ExpertsConfig, train_expert
 from raydd.transforms.augment import dsa
-from tests.conftest import make_image_folder
 
 
 def test_loss_equals_the_formula_on_hand_computed_tensors():
@@ -140,25 +137,6 @@ def test_expert_trajectory_round_trip(tmp_path):
     with pytest.raises(ValueError, match="not a raydd expert"):
         torch.save({"x": 1}, tmp_path / "bad.pt")
         load_expert(tmp_path / "bad.pt")
-
-
-def test_a_rerun_with_every_expert_on_disk_starts_no_workers(tmp_path, monkeypatch):
-    data = make_image_folder(tmp_path / "train", ["a", "b"], 2)
-    out = tmp_path / "experts"
-    out.mkdir()
-    started = []
-    monkeypatch.setattr(raydd.scaling, "run_torch_trainer", lambda *args, **kwargs: started.append(kwargs["name"]))
-    config = ExpertsConfig(data=str(data), out=str(out), num_experts=2, zca=True)
-    for name in ("expert_0000.pt", "expert_0001.pt", "zca.pt"):
-        (out / name).write_bytes(b"")
-    assert train_experts(config) == [out / "expert_0000.pt", out / "expert_0001.pt"] and started == []
-    (out / "zca.pt").unlink()  # the experts whitened, but the transform matching needs is gone: run again
-    train_experts(config)
-    assert started == ["experts"]
-    (out / "zca.pt").write_bytes(b"")
-    (out / "expert_0001.pt").unlink()  # one expert missing
-    train_experts(config)
-    assert started == ["experts", "experts"]
 
 
 def test_zca_whitens_correlated_pixels_and_inverts_exactly():

@@ -146,6 +146,28 @@ def test_train_experts_leaves_the_callers_config_as_given(tmp_path, monkeypatch)
     assert os.path.isabs(files[0])
 
 
+def test_a_rerun_with_every_expert_on_disk_starts_no_workers(tmp_path, monkeypatch):
+    import raydd.scaling as scaling
+    from raydd.trajectories import ExpertsConfig, train_experts
+
+    data = make_image_folder(tmp_path / "train", ["a", "b"], 2)
+    out = tmp_path / "experts"
+    out.mkdir()
+    started = []
+    monkeypatch.setattr(scaling, "run_torch_trainer", lambda *args, **kwargs: started.append(kwargs["name"]))
+    config = ExpertsConfig(data=str(data), out=str(out), num_experts=2, zca=True)
+    for name in ("expert_0000.pt", "expert_0001.pt", "zca.pt"):
+        (out / name).write_bytes(b"")
+    assert train_experts(config) == [out / "expert_0000.pt", out / "expert_0001.pt"] and started == []
+    (out / "zca.pt").unlink()  # the experts whitened, but the transform matching needs is gone: run again
+    train_experts(config)
+    assert started == ["experts"]
+    (out / "zca.pt").write_bytes(b"")
+    (out / "expert_0001.pt").unlink()  # one expert missing
+    train_experts(config)
+    assert started == ["experts", "experts"]
+
+
 def test_weights_that_must_download_without_network_say_how_to_give_a_file(tmp_path, monkeypatch, capsys):
     import urllib.error
 
