@@ -37,9 +37,6 @@ MATCH = {
 }
 
 
-SCORES = ("hlr", "ior", "ior_no_aug", "lrs", "ars")
-
-
 def _collect(row: dict, method: str, report: dict, distilled: DistilledSet) -> None:
     sets = {name: {k: summary[k] for k in ("final_acc", "final_acc_mean", "final_acc_std")}
             for name, summary in report["sets"].items()}
@@ -49,7 +46,8 @@ def _collect(row: dict, method: str, report: dict, distilled: DistilledSet) -> N
         row[method]["others"] = sets
     if "scores" in report:
         scores = report["scores"]
-        row[method]["scores"] = {name: {**scores[name], "per_seed": scores["per_seed"][name]} for name in SCORES}
+        row[method]["scores"] = {name: {**scores[name], "per_seed": values}
+                                 for name, values in scores["per_seed"].items()}
 
 
 def main() -> None:

@@ -20,8 +20,8 @@ from raydd.data.zca import ZCA_FILE, Zca
 from raydd.io.storage import fetch, is_remote, list_files
 from raydd.models._weights import load_torch_file
 
-__all__ = ["FORMAT", "expert_files", "expert_name", "experts_zca", "finished_experts", "flat_params", "load_expert",
-           "param_layout", "save_expert"]
+__all__ = ["FORMAT", "expert_files", "expert_name", "experts_zca", "finished_experts", "flat_params",
+           "has_experts_zca", "load_expert", "param_layout", "save_expert"]
 
 FORMAT = "raydd.expert.v1"
 
@@ -51,13 +51,20 @@ def load_expert(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def has_experts_zca(folder: str) -> bool:
+    """Whether ``folder`` (local or remote) holds the ZCA transform its experts were trained with."""
+    if is_remote(folder):
+        return bool(list_files(folder.rstrip("/"), ZCA_FILE))
+    return (Path(folder).expanduser() / ZCA_FILE).exists()
+
+
 def experts_zca(folder: str) -> Zca | None:
     """The ZCA transform the experts of ``folder`` were trained with, or None (no ZCA)."""
+    if not has_experts_zca(folder):
+        return None
     if is_remote(folder):
-        uri = folder.rstrip("/")
-        return Zca.load(fetch(f"{uri}/{ZCA_FILE}")) if list_files(uri, ZCA_FILE) else None
-    local = Path(folder).expanduser() / ZCA_FILE
-    return Zca.load(local) if local.exists() else None
+        return Zca.load(fetch(f"{folder.rstrip('/')}/{ZCA_FILE}"))
+    return Zca.load(Path(folder).expanduser() / ZCA_FILE)
 
 
 def expert_name(i: int) -> str:

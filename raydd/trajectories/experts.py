@@ -20,8 +20,16 @@ from torch import nn
 
 from raydd.config import option
 from raydd.data.zca import ZCA_FILE, Zca
-from raydd.io.experts import expert_files, expert_name, finished_experts, flat_params, param_layout, save_expert
-from raydd.io.storage import is_remote, list_files, mirror_of, upload_file
+from raydd.io.experts import (
+    expert_files,
+    expert_name,
+    finished_experts,
+    flat_params,
+    has_experts_zca,
+    param_layout,
+    save_expert,
+)
+from raydd.io.storage import is_remote, mirror_of, upload_file
 from raydd.models.registry import IMAGENET_NORM
 from raydd.scaling import Restartable, apply_threads
 from raydd.transforms.augment import dsa
@@ -160,9 +168,7 @@ def _all_finished(config: ExpertsConfig) -> bool:
     names = finished_experts(config.out)
     if any(expert_name(i) not in names for i in range(config.num_experts)):
         return False
-    if is_remote(config.out):
-        return not config.zca or bool(list_files(config.out, ZCA_FILE))
-    return not config.zca or (Path(config.out) / ZCA_FILE).exists()
+    return not config.zca or has_experts_zca(config.out)
 
 
 def train_experts(config: ExpertsConfig) -> list[Path]:
