@@ -3,9 +3,11 @@
     python benchmarks/iadd_cifar.py --out /tmp/iadd-bench            # the budget BENCHMARKS.md states
     python benchmarks/iadd_cifar.py --out OUT --ipc 10 --iterations 20 --scores --full-data-acc 0.8102
                                                                      # with DD-Ranking's scores (issue 23)
+    python benchmarks/iadd_cifar.py --out OUT --ipc 1 --iterations 500 --zca --scores --full-data-acc 0.8102
+                                                                     # IPC 1 whitened, as published (issue 30)
 
 A reduced budget that fits about an hour on 2 CPU cores: experts trained on a class-balanced subset for a few
-epochs, a few hundred matching iterations instead of 5000, no ZCA. Both methods share the experts, the
+epochs, a few hundred matching iterations instead of 5000, ZCA with ``--zca``. Both methods share the experts, the
 initial images (same seed) and every setting except the importance weights; the random baseline is evaluated
 in the same call as MTT's set (same learned lr, same students, same seeds); with ``--scores`` every set has
 its own random (and, ``--herding-with``, herding) baseline at its learned lr, and the trials DD-Ranking's
@@ -29,7 +31,7 @@ from raydd.matching import MatchConfig, match
 from raydd.matching.weights import GRANULARITIES
 from raydd.trajectories import ExpertsConfig, train_experts
 
-# Published CIFAR-10 settings where they exist without ZCA (MTT's published table); α starts at 0.01 for both IPCs.
+# MTT's published CIFAR-10 settings (its IPC-1 command whitens, ``--zca``); α starts at 0.01 for both IPCs.
 MATCH = {
     1: dict(syn_steps=50, expert_epochs=2, max_start_epoch=2, lr_img=1000.0, lr_lr=1e-7, lr_teacher=0.01),
     10: dict(syn_steps=30, expert_epochs=2, max_start_epoch=5, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01,
@@ -42,6 +44,8 @@ def _collect(row: dict, method: str, report: dict, distilled: DistilledSet) -> N
             for name, summary in report["sets"].items()}
     row[method] = {**sets.pop("distilled"), "learned_lr": distilled.stats["learned_lr"],
                    "skipped_steps": distilled.stats["skipped_steps"]}
+    if "weights_by_iteration" in distilled.stats:  # IADD: the weights per tensor at the first, middle, last iteration
+        row[method]["weights_by_iteration"] = distilled.stats["weights_by_iteration"]
     if sets:  # the baselines and variants, trained at this set's learned lr
         row[method]["others"] = sets
     if "scores" in report:
@@ -57,6 +61,7 @@ def main() -> None:
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--expert-epochs-total", type=int, default=8)
     parser.add_argument("--per-class", type=int, default=500, help="expert training images per class")
+    parser.add_argument("--zca", action="store_true", help="ZCA-whiten experts and matching (the set carries it)")
     parser.add_argument("--iterations", type=int, nargs="+", default=[80, 30], help="per IPC, in --ipc order")
     parser.add_argument("--eval-epochs", type=int, default=1000)
     parser.add_argument("--eval-every", type=int, default=100, help="test every N epochs (the last always)")
@@ -82,7 +87,7 @@ def main() -> None:
     started = time.perf_counter()
     train_experts(ExpertsConfig(data=train, out=os.path.join(args.out, "experts"), num_experts=args.experts,
                                 epochs=args.expert_epochs_total, max_per_class=args.per_class,
-                                num_workers=args.workers, cpus_per_worker=args.cpus_per_worker))
+                                num_workers=args.workers, cpus_per_worker=args.cpus_per_worker, zca=args.zca))
     experts_s = time.perf_counter() - started
     results = []
     for ipc, iterations in zip(args.ipc, args.iterations, strict=True):
@@ -120,7 +125,7 @@ def main() -> None:
             row[method]["evaluate_s"] = round(time.perf_counter() - started, 1)
         results.append(row)
         print(json.dumps(row), flush=True)
-    print(json.dumps({"benchmark": "iadd_cifar10", "experts": args.experts,
+    print(json.dumps({"benchmark": "iadd_cifar10", "experts": args.experts, "zca": args.zca,
                       "expert_epochs_total": args.expert_epochs_total, "per_class": args.per_class,
                       "experts_s": round(experts_s, 1), "eval_epochs": args.eval_epochs, "seeds": args.seeds,
                       "results": results, "machine": machine()}, indent=2))

@@ -152,3 +152,78 @@ def test_zca_whitens_correlated_pixels_and_inverts_exactly():
     assert torch.allclose(zca.transform, zca.transform.T)  # ZCA, not PCA: no rotation away from pixel space
     regularized = Zca.fit(x, reg=0.1).apply(x).reshape(2000, -1)
     assert float(regularized.var(0).max()) < 1.0  # the regularizer damps rather than amplifies
+
+
+# A conv layer of 16 channels × 27 elements with its biases, and a classifier of 10 rows × 64 with its biases.
+_SHAPES = [(16, 3, 3, 3), (16,), (10, 64), (10,)]
+_GROUPS = {"conv channel (27 elements)": 3, "conv bias (1 element)": 16 + 5, "classifier row (64 elements)": 32 + 7,
+           "classifier bias (1 element)": 42 + 2}
+
+
+def _weights_after(step: str, mismatched: int, iterations: int) -> torch.Tensor:
+    """Group weights after ``iterations`` of the matching loop's update of ρ (its default lr and momentum) on a
+    problem whose student ends 0.5 from the target in every parameter but the ``mismatched`` group's, 5 away."""
+    from raydd.matching import MatchConfig
+
+    weights = ImportanceWeights(_SHAPES, "channel", step)
+    start = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(0))
+    target = torch.zeros_like(start)
+    end = torch.full_like(start, 0.5).masked_fill(weights.index == mismatched, 5.0)
+    defaults = MatchConfig(data="d", experts="e", out="o")
+    opt = torch.optim.SGD(weights.parameters(), lr=defaults.lr_weights, momentum=defaults.momentum)
+    for _ in range(iterations):
+        (grad,) = torch.autograd.grad(matching_loss(end, target, start, weights()), [weights.rho])
+        weights.rho.grad = weights.precondition(grad)
+        opt.step()
+    return weights.group_weights().detach()
+
+
+@pytest.mark.parametrize("group", list(_GROUPS))
+def test_a_mismatched_group_loses_weight_whatever_its_size(group):
+    """The group matched 10 times worse than the rest (100× its mean squared mismatch) falls below 0.1 within 100
+    iterations, a bias as far as a conv channel or a classifier row; every other group stays within 1 ± 10 %."""
+    w = _weights_after("group", _GROUPS[group], 100)
+    others = torch.cat([w[:_GROUPS[group]], w[_GROUPS[group] + 1:]])
+    assert w[_GROUPS[group]] < 0.1, group
+    assert ((others > 0.9) & (others < 1.1)).all(), group
+
+
+def test_the_mismatched_groups_fall_alike_and_raw_steps_would_leave_small_groups_where_they_started():
+    by_size = torch.stack([_weights_after("group", g, 20)[g] for g in _GROUPS.values()])
+    assert float(by_size.max() / by_size.min()) < 1.1  # one fall, whichever the group's size
+    raw = torch.stack([_weights_after("raw", g, 20)[g] for g in _GROUPS.values()])
+    assert float(raw.max() / raw.min()) > 1.5  # the raw gradient: a 1-element bias moves far less than a row
+
+
+def test_the_weights_settle_where_each_group_weighs_inversely_to_its_mismatch():
+    """Minimising L over W with mean 1 over elements has one optimum, W_g ∝ 1 / m_g (m_g: the group's mean
+    squared mismatch): there the gradient in ρ vanishes, and the update heads for it from W ≡ 1."""
+    g = _GROUPS["conv channel (27 elements)"]
+    weights = ImportanceWeights(_SHAPES, "channel")
+    start = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(0))
+    end = torch.full_like(start, 0.5).masked_fill(weights.index == g, 5.0)
+    with torch.no_grad():
+        weights.rho[g] = -torch.log(torch.tensor(100.0))  # m_g is 100 times the others'
+    (grad,) = torch.autograd.grad(matching_loss(end, torch.zeros_like(start), start, weights()), [weights.rho])
+    assert weights.precondition(grad).abs().max() < 1e-6
+    ratios = [float(w[g] / w[0]) for w in (_weights_after("group", g, n) for n in (100, 400))]
+    assert 0.01 < ratios[1] < ratios[0] < 0.1
+
+
+def test_the_preconditioned_step_is_the_groups_mismatch_against_the_average():
+    """(N / n_g)·∂L/∂ρ_g = 2 L W_g (W_g m_g / M − 1), M the weighted mean squared mismatch over all elements."""
+    weights = ImportanceWeights(_SHAPES, "channel")
+    with torch.no_grad():
+        weights.rho.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    start = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    target = torch.zeros_like(start)
+    end = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    loss = matching_loss(end, target, start, weights().double())
+    (grad,) = torch.autograd.grad(loss, [weights.rho])
+    w, d2 = weights.group_weights().double().detach(), (end - target).pow(2)
+    m = torch.zeros_like(w).index_add_(0, weights.index, d2) / weights.counts.double()
+    mean = (weights().double().detach().pow(2) * d2).mean()
+    expected = 2 * loss.detach() * w * (w * m / mean - 1)
+    assert torch.allclose(weights.precondition(grad).double(), expected, rtol=1e-4, atol=1e-9)
+    with pytest.raises(ValueError, match="step"):
+        ImportanceWeights(_SHAPES, "channel", "adam")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from raydd.config import option
 from raydd.matching.loss import MEMORY_MODES
-from raydd.matching.weights import GRANULARITIES
+from raydd.matching.weights import GRANULARITIES, STEPS
 from raydd.scaling import Restartable
 
 __all__ = ["MatchConfig"]
@@ -29,6 +29,9 @@ class MatchConfig(Restartable):
     lr_lr: float = option(1e-5, help="SGD learning rate of the student step size alpha")
     lr_teacher: float = option(0.01, help="initial student step size alpha")
     lr_weights: float = option(0.01, help="IADD: SGD learning rate of the importance weights' log-scale rho")
+    weights_step: str = option("group", help="IADD: group (rho's gradient scaled by the parameters' count over the "
+                               "group's, so a group moves by its mismatch, whatever its size) or raw (groups move "
+                               "in proportion to their size; raydd before issue 30)")
     momentum: float = option(0.5, help="SGD momentum of images, alpha and weights (published: 0.5)")
     granularity: str = option("channel", help="IADD weights per tensor, channel or element")
     batch_syn: int | None = option(None, help="synthetic images per student step (default: all)")
@@ -47,6 +50,8 @@ class MatchConfig(Restartable):
             raise ValueError(f"memory must be one of {MEMORY_MODES}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}")
+        if self.weights_step not in STEPS:
+            raise ValueError(f"weights_step must be one of {STEPS}")
         for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -126,11 +126,15 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     syn = torch.nn.Parameter(images.to(device))
     labels = labels.to(device)
     lr = torch.nn.Parameter(torch.tensor(config.lr_teacher, device=device))
-    weights = ImportanceWeights(shapes, config.granularity).to(device) if config.method == "iadd" else None
+    weights = (ImportanceWeights(shapes, config.granularity, config.weights_step).to(device)
+               if config.method == "iadd" else None)
     opt_img = torch.optim.SGD([syn], lr=config.lr_img, momentum=config.momentum)
     opt_lr = torch.optim.SGD([lr], lr=config.lr_lr, momentum=config.momentum)
     opt_w = torch.optim.SGD(weights.parameters(), lr=config.lr_weights, momentum=config.momentum) if weights else None
     start_it, skipped, resumed_from = 0, 0, 0
+    history: dict[int, dict[str, dict[str, float]]] = {}  # the weights at the first, middle and last iteration
+    if weights is not None:
+        history[0] = weights.summary(names)
     if (state := load_reported_state(ray.train.get_checkpoint(), STATE, map_location=device)) is not None:
         syn.data.copy_(state["images"])
         lr.data.fill_(state["lr"])
@@ -140,6 +144,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             weights.load_state_dict(state["weights"])
             opt_w.load_state_dict(state["opt_w"])
         start_it, skipped = state["iteration"], state["skipped"]
+        history = state.get("weight_history") or {}
         resumed_from = start_it
         log.info("resuming at iteration %d", start_it)
 
@@ -167,6 +172,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             dist.all_reduce(stats)
         if finite.item() == 1.0:
             _all_mean(grads, world)
+            if weights is not None:
+                grads[2] = weights.precondition(grads[2])
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             opt_img.step()
@@ -180,6 +187,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
         for p in params:
             p.grad = None
         last = it + 1 == config.iterations
+        if weights is not None and (it + 1 == config.iterations // 2 or last):
+            history[it + 1] = weights.summary(names)
         loss_sum, lr_now = torch.cat([stats, lr.detach().reshape(1)]).tolist()  # one host read an iteration
         metrics = {"iteration": it + 1, "loss": loss_sum / world, "lr": lr_now, "skipped_steps": skipped,
                    "iteration_s": (time.perf_counter() - loop_started) / (it + 1 - start_it)}
@@ -198,6 +207,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
                                 "weights": weights.state_dict() if weights else None,
                                 "weight_groups": weights.group_weights().detach().cpu() if weights else None,
                                 "weight_summary": weights.summary(names) if weights else None,
+                                "weight_history": history,
                                 "opt_w": opt_w.state_dict() if opt_w else None, "iteration": it + 1,
                                 "skipped": skipped, "input_size": size, "resumed_from": resumed_from,
                                 "sources": start_set.sources, "classes": start_set.classes,
@@ -227,6 +237,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
 
     from raydd.io.writer import DistilledSetWriter
 
+    history = state.get("weight_history") or {}
     if zca is not None:  # stored as viewable pixels; the set carries the transform for its evaluation
         images = zca.invert(state["images"])
         zca.save(work / ZCA_FILE)
@@ -245,27 +256,34 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
     writer.finish(info, {"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
                          "skipped_files": state["skipped_files"], "worker_divergence": state["worker_divergence"],
                          "resumed_from": state.get("resumed_from", 0), "memory": config.memory,
-                         "iteration_s": state.get("iteration_s"), "weights": state["weight_summary"]})
-    if state["weight_summary"]:
-        _plot_weights(state["weight_summary"], work / "weights.png")
+                         "iteration_s": state.get("iteration_s"), "weights": state["weight_summary"],
+                         "weights_by_iteration": {str(k): v for k, v in sorted(history.items())}})
+    if history:
+        _plot_weights(history, work / "weights.png")
 
 
-def _plot_weights(summary: dict[str, dict[str, float]], path: Path) -> None:
+def _plot_weights(history: dict[int, dict[str, dict[str, float]]], path: Path) -> None:
+    """Each parameter tensor's weights (mean, min–max) at the first, middle and last iteration, side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(summary)
-    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.5), 4))
+    names = list(next(iter(history.values())))
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.6), 4))
     x = np.arange(len(names))
-    means = [summary[n]["mean"] for n in names]
-    low = [max(0.0, summary[n]["mean"] - summary[n]["min"]) for n in names]  # rounding: mean may pass min
-    high = [max(0.0, summary[n]["max"] - summary[n]["mean"]) for n in names]
-    ax.errorbar(x, means, yerr=[low, high], fmt="o", capsize=3)
+    width = 0.8 / len(history)
+    for i, (iteration, summary) in enumerate(sorted(history.items())):
+        means = [summary[n]["mean"] for n in names]
+        low = [max(0.0, summary[n]["mean"] - summary[n]["min"]) for n in names]  # rounding: mean may pass min
+        high = [max(0.0, summary[n]["max"] - summary[n]["mean"]) for n in names]
+        ax.errorbar(x + (i - (len(history) - 1) / 2) * width, means, yerr=[low, high], fmt="o", capsize=2,
+                    markersize=3, label=f"iteration {iteration}")
     ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_yscale("log")
     ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("importance weight (mean, min–max)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
