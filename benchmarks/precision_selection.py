@@ -75,7 +75,8 @@ def score_everything(args: argparse.Namespace, config: RdedConfig) -> tuple[dict
     batch = {k: np.asarray(v.to_pylist(), dtype=object if k == "name" else None) for k, v in
              zip(candidates.column_names, candidates.columns, strict=True)}
     cut = cut_crops(batch, fs=plan.fs, root=plan.root, seed=config.seed, num_crops=config.num_crops,
-                    crop_size=plan.crop_size, scale=(config.min_scale, config.max_scale), jpeg_draft=True)
+                    crop_size=plan.crop_size, scale=(config.min_scale, config.max_scale), jpeg_draft=True,
+                    reads_in_flight=config.reads_in_flight)
     timings = {"cut_s": round(time.perf_counter() - started, 1)}
     ok = np.array([r == "" for r in cut["reason"]])
     crops = torch.from_numpy(cut["crops"][ok]).reshape(-1, plan.crop_size, plan.crop_size, 3).permute(0, 3, 1, 2)

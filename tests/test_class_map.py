@@ -8,11 +8,17 @@ IMAGENETTE = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n03000684": 4
               "n03394916": 566, "n03417042": 569, "n03425413": 571, "n03445777": 574, "n03888257": 701}
 
 
-def test_default_is_sorted_folders():
-    cmap = load_class_map(None, ["dog", "cat", "bird"])
+def test_default_follows_the_datas_class_order_and_sorted_sorts(tmp_path):
+    from raydd.data import list_images
+    from tests.conftest import make_image_folder
+
+    folders = list_images(str(make_image_folder(tmp_path, ["dog", "cat", "bird"], 1, size=8)))
+    cmap = load_class_map(None, folders.classes)  # folders come sorted by name
     assert cmap.classes == ("bird", "cat", "dog")
     assert cmap.indices == (0, 1, 2)
     assert cmap.restricted(3) is None
+    assert load_class_map(None, ["2", "10"]).classes == ("2", "10")  # integer labels keep label order
+    assert load_class_map("sorted", ["dog", "cat"]).classes == ("cat", "dog")
 
 
 def test_imagenet_subset_maps_wnids_to_imagenet_indices():

@@ -30,18 +30,45 @@ def test_a_written_set_reads_back_with_its_rows_labels_and_pictures(tmp_path):
     writer.add(1, _png(90), sources=["d/2.jpg"], boxes=[[2, 2, 4]], scores=[0.3], label=top, patch_labels=[patch])
     manifest = writer.finish({"classes": ["cat", "dog"], "method": "test"}, {"images": len(writer)})
 
-    assert manifest.column("file").to_pylist() == ["images/dog/00000.png", "images/cat/00000.png",
-                                                   "images/dog/00001.png"]
-    assert manifest.column("sha256").to_pylist()[0] == hashlib.sha256(_png(200)).hexdigest()
+    assert manifest.column("file").to_pylist() == ["images/cat/00000.png", "images/dog/00000.png",
+                                                   "images/dog/00001.png"]  # class order, whatever the arrival
+    assert manifest.column("sha256").to_pylist()[1] == hashlib.sha256(_png(200)).hexdigest()
     assert not list(tmp_path.rglob("*.tmp"))
     distilled = DistilledSet(tmp_path)
     assert distilled.classes == ["cat", "dog"] and distilled.stats == {"images": 3}
     images, labels = distilled.images()
-    assert labels.tolist() == [1, 0, 1] and images[1].max() == 10
+    assert labels.tolist() == [0, 1, 1] and images[0].max() == 10
     indices, logits = distilled.soft_labels()
     assert indices.tolist() == [[1, 0]] * 3 and logits[0].tolist() == [2.5, -1.0]
     assert distilled.soft_labels(patches=True)[0].tolist() == [[0, 1]] * 3
     assert (tmp_path / "montage.png").exists()
+
+
+def test_images_numbered_by_the_caller_may_arrive_in_any_order_and_are_on_disk_at_once(tmp_path):
+    writer = DistilledSetWriter(tmp_path, ["a", "b"])
+    arrivals = [(1, 1, 40), (0, 2, 30), (1, 0, 20), (0, 0, 10), (0, 1, 15)]
+    for c, n, value in arrivals:
+        label = (np.array([c], dtype=np.int32), np.array([float(value)], dtype=np.float16))
+        rel = writer.add(c, _png(value), n=n, sources=[f"src/{value}.jpg"], label=label)
+        assert (tmp_path / rel).read_bytes() == _png(value)  # written on arrival: the caller keeps nothing
+    with pytest.raises(ValueError, match="added twice"):
+        writer.add(0, _png(1), n=1, sources=["x"])
+    manifest = writer.finish({"classes": ["a", "b"]}, {})
+    assert list(zip(manifest["class_index"].to_pylist(), manifest["n"].to_pylist(), strict=True)) == [
+        (0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert manifest["patch_sources"].to_pylist() == [["src/10.jpg"], ["src/15.jpg"], ["src/30.jpg"],
+                                                     ["src/20.jpg"], ["src/40.jpg"]]
+    _, logits = DistilledSet(tmp_path).soft_labels()  # the labels follow their images into class order
+    assert logits[:, 0].tolist() == [10, 15, 30, 20, 40]
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "../../escape", "a/b", "a\\b", "nul\x00", "tab\tname"])
+def test_a_class_name_that_is_not_one_path_component_is_refused_before_anything_is_written(tmp_path, name):
+    from raydd.io.names import UnsafeClassNameError
+
+    with pytest.raises(UnsafeClassNameError, match="one path component"):
+        DistilledSetWriter(tmp_path / "out", ["fine", name])
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_set_without_labels_or_boxes_has_neither_table_nor_columns(tmp_path):

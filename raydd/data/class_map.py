@@ -54,6 +54,12 @@ class ClassMap:
         return cls(names, tuple(range(len(names))), explicit=False)
 
     @classmethod
+    def in_order(cls, classes: Sequence[str]) -> ClassMap:
+        """The default: the data's own class order (sorted folder names, or a Parquet source's integer labels in
+        order), scored by outputs 0..n-1 in that order."""
+        return cls(tuple(classes), tuple(range(len(classes))), explicit=False)
+
+    @classmethod
     def imagenet(cls, classes: Sequence[str]) -> ClassMap:
         """ImageNet wnid folders (any subset: Imagenette, Imagewoof, ImageNet-100) → ImageNet-1K outputs."""
         position = {w: i for i, w in enumerate(imagenet_wnids())}
@@ -117,17 +123,19 @@ def load_class_map(spec: str | Mapping[str, int] | ClassMap | None, classes: Seq
     """Resolve a class-map spec against the data's class folders.
 
     Args:
-        spec: ``None`` or ``"sorted"`` (sorted folder names → 0..n-1), ``"imagenet"`` (wnid folders →
-            ImageNet-1K index), a dict, a ``ClassMap``, or a file: JSON ``{name: index}`` or text lines
-            ``name index`` (or one name a line, in index order).
-        classes: the data's class folder names.
+        spec: ``None`` (the data's class order → 0..n-1), ``"sorted"`` (sorted names → 0..n-1), ``"imagenet"``
+            (wnid folders → ImageNet-1K index), a dict, a ``ClassMap``, or a file: JSON ``{name: index}`` or text
+            lines ``name index`` (or one name a line, in index order).
+        classes: the data's class names, in the data's order (``ImageIndex.classes``).
 
     Raises:
         ValueError: when the map does not cover ``classes``.
     """
     if isinstance(spec, ClassMap):
         cmap = spec
-    elif spec is None or spec == "sorted":
+    elif spec is None:
+        cmap = ClassMap.in_order(classes)
+    elif spec == "sorted":
         cmap = ClassMap.from_sorted(classes)
     elif spec == "imagenet":
         cmap = ClassMap.imagenet(classes)
@@ -138,7 +146,7 @@ def load_class_map(spec: str | Mapping[str, int] | ClassMap | None, classes: Seq
     cmap.check(classes)
     if len(cmap.classes) != len(classes):
         kept = {c: i for c, i in cmap.to_dict().items() if c in set(classes)}
-        cmap = ClassMap.from_mapping(kept) if cmap.explicit else ClassMap.from_sorted(kept)
+        cmap = ClassMap.from_mapping(kept) if cmap.explicit else ClassMap.in_order(list(kept))
     return cmap
 
 

@@ -23,5 +23,7 @@ def join(base: str, *parts: str) -> str:
 
 
 def read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_file(path) as f:
+    """A whole file in one request: a stream needs no size first (``open_input_file`` asks an object store for
+    it with a HEAD before the GET)."""
+    with fs.open_input_stream(path, compression=None) as f:
         return f.read()

@@ -32,6 +32,7 @@ import torch
 import yaml
 from PIL import Image
 
+from raydd.io.names import UnsafeClassNameError, check_class_names
 from raydd.io.storage import (
     delete_tree,
     download_tree,
@@ -263,6 +264,12 @@ class DistilledSet:
         work = target.with_name(f".{target.name}.partial")
         shutil.rmtree(work, ignore_errors=True)
         files = self.manifest.column("file").to_pylist()
+        check_class_names(self.classes, source=str(self.path))
+        for name in files:  # images/<class>/<file>, each part one component: nothing lands outside ``out``
+            parts = Path(name).parts
+            if len(parts) != 3 or parts[0] != "images":
+                raise UnsafeClassNameError(f"{self.path}: manifest file {name!r} is not images/<class>/<file>")
+            check_class_names(parts[1:], source=f"{self.path}'s manifest")
         indices, values = self.soft_labels()
         dense = dense_logits(indices, values, len(self.classes))
         order = sorted(range(len(files)), key=lambda i: files[i])

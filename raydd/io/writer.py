@@ -1,9 +1,10 @@
 """Writing a distilled set: the one place that lays out its files (``raydd.io.distilled`` reads them back).
 
-Every method, RDED and trajectory matching alike, hands the writer encoded images in class order with what
-each was made of; the writer numbers them per class, writes each through a temporary name, and at the end
-writes the manifest (its metadata says how the set was made), the soft labels when there are any, the montage
-and the stats. The run's folder (``RunFolder.work``) is the writer's; moving it into place is the run's.
+Every method, RDED and trajectory matching alike, hands the writer encoded images with what each was made of,
+in any order; the writer writes each at once through a temporary name (so the caller keeps no image), numbered
+per class in arrival order or as the caller numbers it, and at the end writes the manifest in class order (its
+metadata says how the set was made), the soft labels when there are any, the montage and the stats. The run's
+folder (``RunFolder.work``) is the writer's; moving it into place is the run's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from raydd.io.distilled import write_json, write_parquet
 from raydd.io.montage import write_montage
+from raydd.io.names import check_class_names
 
 __all__ = ["DistilledSetWriter", "fixed_size_list"]
 
@@ -33,42 +35,47 @@ def fixed_size_list(array: np.ndarray, dtype: pa.DataType) -> pa.Array:
 
 
 class DistilledSetWriter:
-    """Collects a distilled set's images and rows, then writes its manifest, labels, montage and stats.
+    """Writes a distilled set's images as they come and keeps their (small) rows; then writes its manifest,
+    labels, montage and stats.
 
     Args:
         folder: the run's work folder; images go under ``folder/images/<class>/``.
-        classes: class names in class-index order.
+        classes: class names in class-index order (each must be one safe path component).
         image_format: ``png`` or ``jpeg`` (the suffix of the files; the bytes come encoded).
+
+    Raises:
+        UnsafeClassNameError: for a class name such as ``..`` or one with a separator, before anything is written.
     """
 
     def __init__(self, folder: Path, classes: Sequence[str], *, image_format: str = "png") -> None:
         if image_format not in SUFFIXES:
             raise ValueError(f"image_format must be one of {sorted(SUFFIXES)}")
+        check_class_names(classes, source="the distilled set")
         self.folder = folder
         self.classes = list(classes)
         self.suffix = SUFFIXES[image_format]
-        self._rows: dict[str, list] = {k: [] for k in ("class_index", "class_name", "n", "file", "sha256",
-                                                        "patch_sources")}
-        self._patch_boxes: list[list[list[int]]] = []
-        self._patch_scores: list[list[float]] = []
-        self._labels: dict[str, list] = {"image": [], "patch": [], "indices": [], "logits": []}
+        self._images: dict[tuple[int, int], dict[str, Any]] = {}
         self._counts: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return len(self._rows["file"])
+        return len(self._images)
 
-    def add(self, class_index: int, encoded: bytes, *, sources: list[str], sha256: str | None = None,
-            boxes: list[list[int]] | None = None, scores: list[float] | None = None,
+    def add(self, class_index: int, encoded: bytes, *, sources: list[str], n: int | None = None,
+            sha256: str | None = None, boxes: list[list[int]] | None = None, scores: list[float] | None = None,
             label: tuple[np.ndarray, np.ndarray] | None = None,
             patch_labels: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> str:
-        """Write one image (the next of its class) and record its row; returns its path in the set.
+        """Write one image and record its row; returns its path in the set.
 
-        ``sources`` are the real images it was made of (per patch, with ``boxes`` and realism ``scores`` when
-        the method has them: all images or none); ``label`` and ``patch_labels`` its soft labels as top-k
-        (indices, logits), the whole image's and each patch's. ``sha256`` saves hashing what a worker hashed.
+        ``n`` is its number within its class (the next one when not given; give all or none); ``sources`` the
+        real images it was made of (per patch, with ``boxes`` and realism ``scores`` when the method has them: all
+        images or none); ``label`` and ``patch_labels`` its soft labels as top-k (indices, logits), the whole
+        image's and each patch's. ``sha256`` saves hashing what a worker hashed.
         """
-        n = self._counts.get(class_index, 0)
-        self._counts[class_index] = n + 1
+        if n is None:
+            n = self._counts.get(class_index, 0)
+        self._counts[class_index] = max(self._counts.get(class_index, 0), n + 1)
+        if (class_index, n) in self._images:
+            raise ValueError(f"image {n} of class {self.classes[class_index]!r} was added twice")
         name = self.classes[class_index]
         rel = f"images/{name}/{n:05d}.{self.suffix}"
         target = self.folder / rel
@@ -76,37 +83,27 @@ class DistilledSetWriter:
         tmp = target.with_name(f"{target.name}.tmp")
         tmp.write_bytes(encoded)
         os.replace(tmp, target)
-        image = len(self)
-        self._rows["class_index"].append(class_index)
-        self._rows["class_name"].append(name)
-        self._rows["n"].append(n)
-        self._rows["file"].append(rel)
-        self._rows["sha256"].append(sha256 or hashlib.sha256(encoded).hexdigest())
-        self._rows["patch_sources"].append(list(sources))
-        if boxes is not None:
-            self._patch_boxes.append(boxes)
-        if scores is not None:
-            self._patch_scores.append(scores)
-        if label is not None:
-            self._add_label(image, -1, label)
-        for p, patch_label in enumerate(patch_labels):
-            self._add_label(image, p, patch_label)
+        self._images[class_index, n] = {
+            "class_index": class_index, "class_name": name, "n": n, "file": rel,
+            "sha256": sha256 or hashlib.sha256(encoded).hexdigest(), "patch_sources": list(sources),
+            "patch_boxes": boxes, "patch_scores": scores,
+            "labels": ([(-1, label)] if label is not None else []) + list(enumerate(patch_labels))}
         return rel
 
-    def _add_label(self, image: int, patch: int, label: tuple[np.ndarray, np.ndarray]) -> None:
-        self._labels["image"].append(image)
-        self._labels["patch"].append(patch)
-        self._labels["indices"].append(label[0])
-        self._labels["logits"].append(label[1])
+    def _in_order(self) -> list[dict[str, Any]]:
+        return [self._images[key] for key in sorted(self._images)]
 
     def manifest(self) -> pa.Table:
-        """The manifest's rows so far (one per image, in the order they were added)."""
-        columns = dict(self._rows)
-        for key, values in (("patch_boxes", self._patch_boxes), ("patch_scores", self._patch_scores)):
-            if values and len(values) != len(self):
-                raise ValueError(f"{key} were given for {len(values)} of {len(self)} images: give them for all or none")
-            if values:
-                columns[key] = values
+        """The manifest's rows so far, one per image, in class order and each class's numbering."""
+        rows = self._in_order()
+        columns = {k: [r[k] for r in rows] for k in ("class_index", "class_name", "n", "file", "sha256",
+                                                      "patch_sources")}
+        for key in ("patch_boxes", "patch_scores"):
+            given = [r[key] for r in rows if r[key] is not None]
+            if given and len(given) != len(rows):
+                raise ValueError(f"{key} were given for {len(given)} of {len(rows)} images: give them for all or none")
+            if given:
+                columns[key] = given
         return pa.table(columns)
 
     def finish(self, info: dict[str, Any], stats: dict[str, Any]) -> pa.Table:
@@ -117,12 +114,14 @@ class DistilledSetWriter:
         manifest = self.manifest()
         write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}),
                       self.folder / "manifest.parquet")
-        if self._labels["image"]:
-            labels = self._labels
-            soft = pa.table({"image": pa.array(labels["image"], pa.int32()),
-                             "patch": pa.array(labels["patch"], pa.int8()),
-                             "indices": fixed_size_list(np.stack(labels["indices"]).astype(np.int32), pa.int32()),
-                             "logits": fixed_size_list(np.stack(labels["logits"]).astype(np.float16), pa.float16())})
+        labels = [(image, patch, label) for image, row in enumerate(self._in_order()) for patch, label in row["labels"]]
+        if labels:
+            soft = pa.table({"image": pa.array([i for i, _, _ in labels], pa.int32()),
+                             "patch": pa.array([p for _, p, _ in labels], pa.int8()),
+                             "indices": fixed_size_list(np.stack([lb[0] for _, _, lb in labels]).astype(np.int32),
+                                                        pa.int32()),
+                             "logits": fixed_size_list(np.stack([lb[1] for _, _, lb in labels]).astype(np.float16),
+                                                       pa.float16())})
             write_parquet(soft, self.folder / "soft_labels.parquet")
         write_montage(self.folder, manifest, self.classes, self.folder / "montage.png")
         write_json(stats, self.folder / "stats.json")

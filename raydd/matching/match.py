@@ -296,6 +296,7 @@ def match(config: MatchConfig):
     manifest with the learned lr, montage, ``stats.json`` with the weights' summary, ``weights.png``).
     """
     from raydd._runtime import tune_allocator
+    from raydd.data import list_images
     from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml
     from raydd.scaling import run_torch_trainer
 
@@ -306,6 +307,7 @@ def match(config: MatchConfig):
         raise ValueError(f"max_start_epoch + expert_epochs = {config.max_start_epoch + config.expert_epochs} "
                          f"exceeds the experts' {epochs} epochs")
     zca = _zca(config, first)  # a missing whitening is an error here, before any worker starts
+    list_images(config.data)  # so is a source without images, or with a class name that is not a folder name
     result_hash = config_hash(config)
     if RunFolder.finished(config.out, result_hash):
         return DistilledSet(config.out)

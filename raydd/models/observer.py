@@ -65,8 +65,9 @@ class Observer(nn.Module):
     def class_map_for(self, data_classes: Sequence[str], spec: str | ClassMap | None = None) -> ClassMap:
         """The map from data classes to this observer's outputs, checked against both.
 
-        Without an explicit ``spec``, an observer that knows its class names maps by name; otherwise the
-        sorted folder names map to outputs 0..n-1 — and a count mismatch is an error, never a guess.
+        Without an explicit ``spec``, an observer that knows its class names maps by name; otherwise the data's
+        classes in order (sorted folder names, or integer labels in order) map to outputs 0..n-1 — and a count
+        mismatch is an error, never a guess.
         """
         from raydd.data.class_map import load_class_map
 

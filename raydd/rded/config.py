@@ -53,6 +53,8 @@ class RdedConfig(Scaling):
                                     "CPU 32 at fp32, 64 at bf16/fp16, which keeps an actor under 2 GB)")
     block_images: int = option(256, execution=True, help="candidate images per Ray Data block (each block: one actor "
                                "call)")
+    reads_in_flight: int = option(32, execution=True, help="file (or Parquet shard) reads each reading task keeps "
+                                  "in flight: object stores answer each request after tens of ms")
     scores_part_images: int = option(2048, execution=True, help="images per scores part file (the resume "
                                      "granularity)")
     from_scores: str | None = option(None, execution=True, help="reuse the scores of an earlier run's output (no "
@@ -69,7 +71,7 @@ class RdedConfig(Scaling):
         if self.refine_gap < 0:
             raise ValueError("refine_gap must be 0 or more")
         for name in ("ipc", "factor", "mipc", "num_crops", "batch_size", "block_images",
-                     "soft_label_topk", "scores_part_images"):
+                     "soft_label_topk", "scores_part_images", "reads_in_flight"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.ipc * self.factor**2 > self.mipc:

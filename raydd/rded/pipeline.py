@@ -59,10 +59,10 @@ class _Plan:
 
 def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
     index = list_images(config.data)
-    wanted = config.classes or index.classes
-    unknown = sorted(set(wanted) - set(index.classes))
+    unknown = sorted(set(config.classes or ()) - set(index.classes))
     if unknown:
         raise ValueError(f"no such class folder(s) in {config.data}: {', '.join(unknown[:8])}")
+    wanted = [c for c in index.classes if c in set(config.classes)] if config.classes else index.classes
     observers = [load_observer(spec) for spec in config.observers]
     cmap: ClassMap = observers[0].class_map_for(wanted, config.class_map)
     columns = [cmap.restricted(observers[0].num_outputs)]
@@ -79,7 +79,12 @@ def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
 
 
 def _candidates(config: RdedConfig, plan: _Plan, index: Any) -> pa.Table:
-    """Step 1: ``mipc`` seeded draws per class; ids follow (class order, draw order)."""
+    """Step 1: ``mipc`` seeded draws per class; ids follow (class order, draw order).
+
+    Parquet rows are put in (shard, row) order, so that each block of candidates reads few shards and, in each,
+    only the row groups it needs (datasets published as Parquet are shuffled across their shards). The order
+    depends on the draws alone, never on the number of actors.
+    """
     drawn = sample_per_class(index, config.mipc, seed=config.seed, min_count=config.per_class,
                              classes=list(plan.classes))
     names, labels = [], []
@@ -87,8 +92,13 @@ def _candidates(config: RdedConfig, plan: _Plan, index: Any) -> pa.Table:
         names += [os.path.relpath(ref, plan.root) if "#" not in ref else ref.removeprefix(plan.root + "/")
                   for ref in drawn[name]]
         labels += [c] * len(drawn[name])
-    return pa.table({"image_id": pa.array(np.arange(len(names)), pa.int64()),
-                     "class_index": pa.array(labels, pa.int32()), "name": pa.array(names, pa.string())})
+    table = pa.table({"image_id": pa.array(np.arange(len(names)), pa.int64()),
+                      "class_index": pa.array(labels, pa.int32()), "name": pa.array(names, pa.string())})
+    if any("#" in n for n in names[:1]):
+        shard, _, row = zip(*(n.rpartition("#") for n in names), strict=True)
+        order = sorted(range(len(names)), key=lambda i: (shard[i], int(row[i])))
+        table = table.take(pa.array(order, pa.int64()))
+    return table
 
 
 def _driver_rows(table: pa.Table, block_rows: int) -> Any:
@@ -153,7 +163,7 @@ def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Pat
         return parts
     init_ray(config.address)
     common = {"fs": plan.fs, "root": plan.root, "seed": config.seed, "num_crops": config.num_crops,
-              "scale": (config.min_scale, config.max_scale)}
+              "scale": (config.min_scale, config.max_scale), "reads_in_flight": config.reads_in_flight}
     rows = _driver_rows(todo, block_images)
     if config.decode_on_actor:
         ds = rows.map_batches(tasks.read_candidates, batch_size=None, batch_format="numpy", fn_kwargs=common)
@@ -267,7 +277,7 @@ def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
 
 
 def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, writer: DistilledSetWriter) -> None:
-    """Steps 5–6 through Ray Data; the images, their sources and soft labels go to ``writer`` in class order."""
+    """Steps 5–6 through Ray Data; each image, its sources and soft labels go to ``writer`` as it arrives."""
     init_ray(config.address)
     # A GPU actor labels many images a call; on CPU small blocks keep every actor busy.
     block_rows = 64 if plan.gpu else 16
@@ -277,31 +287,32 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, write
     rows = _driver_rows(layout, block_rows)
     if config.decode_on_actor:
         ds = (rows.map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
-                               fn_kwargs={"fs": plan.fs, "root": plan.root})
+                               fn_kwargs={"fs": plan.fs, "root": plan.root, "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor)
               .map_batches(tasks.encode, batch_size=None, batch_format="numpy",
                            fn_kwargs={"image_format": config.image_format}))
     else:
         ds = (rows.map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size,
-                                          "factor": config.factor, "image_format": config.image_format})
+                                          "factor": config.factor, "image_format": config.image_format,
+                                          "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor))
-    results = []
-    started = time.perf_counter()
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for i in range(len(batch["class_index"])):
-            results.append({k: v[i] for k, v in batch.items()})
-        log.info("assembled and labelled %d/%d images (%.1f images/s)", len(results), layout.num_rows,
-                 len(results) / (time.perf_counter() - started))
-    results.sort(key=lambda r: (int(r["class_index"]), int(r["n"])))
     made_of = {(row["class_index"], row["n"]): row for row in layout.to_pylist()}
     patches = config.factor**2 if config.factor > 1 else 0
-    for r in results:
-        c, n = int(r["class_index"]), int(r["n"])
-        writer.add(c, r["encoded"], sha256=str(r["sha256"]), sources=made_of[c, n]["patch_names"],
-                   boxes=made_of[c, n]["patch_boxes"], scores=made_of[c, n]["patch_scores"],
-                   label=(r["label_indices"], r["label_logits"]),
-                   patch_labels=[(r["patch_indices"][p], r["patch_logits"][p]) for p in range(patches)])
+    started, done = time.perf_counter(), 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        # Written as they come (numbered by the layout, not by arrival): the driver keeps no image.
+        for i in range(len(batch["class_index"])):
+            c, n = int(batch["class_index"][i]), int(batch["n"][i])
+            writer.add(c, batch["encoded"][i], n=n, sha256=str(batch["sha256"][i]),
+                       sources=made_of[c, n]["patch_names"], boxes=made_of[c, n]["patch_boxes"],
+                       scores=made_of[c, n]["patch_scores"],
+                       label=(batch["label_indices"][i], batch["label_logits"][i]),
+                       patch_labels=[(batch["patch_indices"][i][p], batch["patch_logits"][i][p])
+                                     for p in range(patches)])
+        done += len(batch["class_index"])
+        log.info("assembled, labelled and wrote %d/%d images (%.1f images/s)", done, layout.num_rows,
+                 done / (time.perf_counter() - started))
 
 
 def _load_scores(config: RdedConfig) -> pa.Table:

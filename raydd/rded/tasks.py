@@ -26,7 +26,7 @@ __all__ = ["assemble", "cut_crops", "encode", "read_candidates", "read_sources"]
 
 
 def cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int, crop_size: int,
-              scale: tuple[float, float], jpeg_draft: bool) -> dict[str, np.ndarray]:
+              scale: tuple[float, float], jpeg_draft: bool, reads_in_flight: int) -> dict[str, np.ndarray]:
     """Step 2: decode each candidate once (at a reduced JPEG scale where the crops allow) and cut its crops."""
     tune_allocator()
     names = [str(n) for n in batch["name"]]
@@ -35,7 +35,8 @@ def cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, nu
     boxes = np.zeros((n, num_crops, 3), dtype=np.int32)
     sizes = np.zeros((n, 2), dtype=np.int32)
     reasons = np.full(n, "", dtype=object)
-    for i, (name, data) in enumerate(zip(names, read_image_bytes([join(root, m) for m in names], fs), strict=True)):
+    encoded = read_image_bytes([join(root, m) for m in names], fs, max_in_flight=reads_in_flight)
+    for i, (name, data) in enumerate(zip(names, encoded, strict=True)):
         drawn: dict[str, Any] = {}
 
         def draw(size: tuple[int, int], name: str = name, drawn: dict = drawn) -> tuple[int, int] | None:
@@ -59,7 +60,7 @@ def cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, nu
 
 
 def read_candidates(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int,
-                    scale: tuple[float, float]) -> dict[str, np.ndarray]:
+                    scale: tuple[float, float], reads_in_flight: int) -> dict[str, np.ndarray]:
     """Step 2 for actors that decode: each candidate's bytes, its size from the header, and its crop boxes."""
     tune_allocator()
     names = [str(n) for n in batch["name"]]
@@ -69,7 +70,8 @@ def read_candidates(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: i
     reasons = np.full(n, "", dtype=object)
     encoded = np.full(n, b"", dtype=object)
     tensor_jpeg = np.zeros(n, dtype=bool)
-    for i, (name, data) in enumerate(zip(names, read_image_bytes([join(root, m) for m in names], fs), strict=True)):
+    read = read_image_bytes([join(root, m) for m in names], fs, max_in_flight=reads_in_flight)
+    for i, (name, data) in enumerate(zip(names, read, strict=True)):
         header = probe(data)
         if header.size is None:
             reasons[i] = header.reason
@@ -89,16 +91,26 @@ def _encode(pixels: np.ndarray, image_format: str) -> bytes:
     return buf.getvalue()
 
 
-def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, factor: int, image_format: str
-             ) -> dict[str, np.ndarray]:
+def _read_patch_sources(batch: dict[str, np.ndarray], fs: Any, root: str, reads_in_flight: int
+                        ) -> list[list[bytes | None]]:
+    """The bytes of every patch's source image in the batch, read in one call (all in flight together; Parquet
+    rows by row group), per distilled image."""
+    names = [[join(root, str(n)) for n in patch_names] for patch_names in batch["patch_names"]]
+    flat = read_image_bytes([ref for refs in names for ref in refs], fs, max_in_flight=reads_in_flight)
+    starts = np.cumsum([0] + [len(refs) for refs in names])
+    return [flat[starts[i]:starts[i + 1]] for i in range(len(names))]
+
+
+def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, factor: int, image_format: str,
+             reads_in_flight: int) -> dict[str, np.ndarray]:
     """Step 5: re-read only the winning images, decode each as scoring did (the same draft scale), cut its
     box at cell size and stitch; the pixels go on to labelling, the encoded file to the driver."""
     tune_allocator()
     cells = grid_cells(size, factor)
     pixels = np.zeros((len(batch["class_index"]), size, size, 3), dtype=np.uint8)
     encoded, digests = [], []
-    for i, names in enumerate(batch["patch_names"]):
-        data = read_image_bytes([join(root, str(n)) for n in names], fs)
+    for i, (names, data) in enumerate(zip(batch["patch_names"], _read_patch_sources(batch, fs, root, reads_in_flight),
+                                          strict=True)):
         boxes, sizes, drafts = batch["patch_boxes"][i], batch["patch_sizes"][i], batch["patch_drafts"][i]
         patches = []
         for j, (_, _, h, w) in enumerate(cells):
@@ -115,12 +127,12 @@ def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, fac
             "sha256": np.array(digests, dtype=object)}
 
 
-def read_sources(batch: dict[str, np.ndarray], *, fs: Any, root: str) -> dict[str, np.ndarray]:
+def read_sources(batch: dict[str, np.ndarray], *, fs: Any, root: str, reads_in_flight: int) -> dict[str, np.ndarray]:
     """Step 5 for actors that decode: per distilled image, the bytes of its patches' source images."""
     tune_allocator()
     sources = np.empty(len(batch["patch_names"]), dtype=object)
-    for i, names in enumerate(batch["patch_names"]):
-        sources[i] = read_image_bytes([join(root, str(n)) for n in names], fs)
+    for i, data in enumerate(_read_patch_sources(batch, fs, root, reads_in_flight)):
+        sources[i] = data
     return {**batch, "sources": sources}
 
 
