@@ -98,3 +98,23 @@ def test_reported_state_loads_from_a_ray_checkpoint_and_is_none_on_a_fresh_start
     state = load_reported_state(Checkpoint.from_directory(tmp_path), "state.pt")
     assert state["epoch"] == 3 and torch.equal(state["weights"], torch.ones(2))
     assert load_reported_state(None, "state.pt") is None
+
+
+def test_observer_info_is_the_loaded_observers_without_its_weights(tmp_path, monkeypatch):
+    from raydd.models import observer as observers
+    from raydd.models.observer import load_observer, observer_info
+    from tests.conftest import save_random_observer
+
+    spec = save_random_observer(tmp_path, ["b", "a", "c"], input_size=32)
+    assert observer_info(spec) == load_observer(spec).info
+    assert observer_info("torchvision:resnet18").num_outputs == 1000  # from the registry: nothing downloaded
+    with pytest.raises(FileNotFoundError):
+        observer_info("cifar_resnet20@" + str(tmp_path / "missing.th"))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("observer_info built a model")
+
+    monkeypatch.setattr(observers, "get_model", no_model)
+    info = observer_info(spec)
+    assert info.class_names == ("b", "a", "c") and info.input_size == 32
+    assert info.class_map_for(["a", "b", "c"]).to_dict() == {"b": 0, "a": 1, "c": 2}

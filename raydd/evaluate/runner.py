@@ -35,7 +35,7 @@ from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
 from raydd.models.checkpoint import load_reported_state
 from raydd.models.logits import dense_logits, ensemble_logits
-from raydd.models.observer import Observer
+from raydd.models.observer import Observer, observer_info
 
 __all__ = ["evaluate"]
 
@@ -114,11 +114,11 @@ def _teacher(config: EvalConfig, source: _Source) -> tuple[str, list[int] | None
         raise ValueError("the RDED protocol needs a teacher: pass --teacher SPEC")
     if config.teacher is None and source.columns is not None and config.class_map is None:
         return spec, source.columns[0]
-    observer = load_observer(spec)
-    by_name = observer.class_map_for(source.classes, config.class_map).to_dict()  # refuses a class it lacks
+    info = observer_info(spec)  # the driver needs the teacher's outputs, not its weights
+    by_name = info.class_map_for(source.classes, config.class_map).to_dict()  # refuses a class it lacks
     # The teacher's logit for each of the set's classes, in the set's order: the teacher's own may differ.
     in_set_order = ClassMap(tuple(source.classes), tuple(by_name[c] for c in source.classes))
-    return spec, in_set_order.restricted(observer.num_outputs)
+    return spec, in_set_order.restricted(info.num_outputs)
 
 
 def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:

@@ -14,16 +14,49 @@ An observer is built from a spec string, the form every CLI flag and config fiel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from raydd.data.class_map import ClassMap
-from raydd.models.checkpoint import read_checkpoint
+from raydd.models._weights import load_torch_file
+from raydd.models.checkpoint import FORMAT, find_checkpoint, read_checkpoint
 from raydd.models.registry import Normalization, get_entry, get_model
 
-__all__ = ["Observer", "load_model_checkpoint", "load_observer", "parse_spec"]
+__all__ = ["Observer", "ObserverInfo", "load_model_checkpoint", "load_observer", "observer_info", "parse_spec"]
+
+
+@dataclass(frozen=True)
+class ObserverInfo:
+    """What a driver needs of an observer to plan a job (its input size, outputs and class names), which
+    ``observer_info`` reads without building the model or loading its weights."""
+
+    spec: str
+    input_size: int
+    num_outputs: int
+    class_names: tuple[str, ...] | None = None
+
+    def class_map_for(self, data_classes: Sequence[str], spec: str | ClassMap | None = None) -> ClassMap:
+        """The map from data classes to this observer's outputs, checked against both.
+
+        Without an explicit ``spec``, an observer that knows its class names maps by name; otherwise the data's
+        classes in order (sorted folder names, or integer labels in order) map to outputs 0..n-1 — and a count
+        mismatch is an error, never a guess.
+        """
+        from raydd.data.class_map import load_class_map
+
+        if spec is None and self.class_names is not None:
+            position = {name: i for i, name in enumerate(self.class_names)}
+            unknown = sorted(set(data_classes) - set(position))
+            if unknown:
+                raise ValueError(f"observer {self.spec} was trained without class(es) {', '.join(unknown[:8])}")
+            cmap = ClassMap.from_mapping({c: position[c] for c in data_classes})
+        else:
+            cmap = load_class_map(spec, data_classes)
+        cmap.check(data_classes, self.num_outputs)
+        return cmap
 
 
 class Observer(nn.Module):
@@ -62,25 +95,13 @@ class Observer(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.logits(self.normalize(pixels))
 
+    @property
+    def info(self) -> ObserverInfo:
+        return ObserverInfo(self.spec, self.input_size, self.num_outputs, self.class_names)
+
     def class_map_for(self, data_classes: Sequence[str], spec: str | ClassMap | None = None) -> ClassMap:
-        """The map from data classes to this observer's outputs, checked against both.
-
-        Without an explicit ``spec``, an observer that knows its class names maps by name; otherwise the data's
-        classes in order (sorted folder names, or integer labels in order) map to outputs 0..n-1 — and a count
-        mismatch is an error, never a guess.
-        """
-        from raydd.data.class_map import load_class_map
-
-        if spec is None and self.class_names is not None:
-            position = {name: i for i, name in enumerate(self.class_names)}
-            unknown = sorted(set(data_classes) - set(position))
-            if unknown:
-                raise ValueError(f"observer {self.spec} was trained without class(es) {', '.join(unknown[:8])}")
-            cmap = ClassMap.from_mapping({c: position[c] for c in data_classes})
-        else:
-            cmap = load_class_map(spec, data_classes)
-        cmap.check(data_classes, self.num_outputs)
-        return cmap
+        """``ObserverInfo.class_map_for`` of this observer."""
+        return self.info.class_map_for(data_classes, spec)
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -110,6 +131,31 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
     model = entry.builder(num_classes=entry.num_classes, weights=path if path is not None else "DEFAULT")
     return Observer(model, normalization=entry.normalization, input_size=entry.input_size,
                     num_outputs=entry.num_classes, spec=spec).to(device)
+
+
+def observer_info(spec: str) -> ObserverInfo:
+    """An observer's input size, outputs and class names from its spec, without its weights: a zoo model's from
+    the registry (its weights file must exist), a checkpoint's from the file, memory-mapped (the tensors are not
+    read).
+
+    Raises:
+        ValueError: for an unknown model or a model without built-in weights and no path.
+        FileNotFoundError: for a missing weights file.
+    """
+    name, path = parse_spec(spec)
+    if name == "checkpoint":
+        if path is None:
+            raise ValueError("checkpoint@PATH needs a path")
+        state = load_torch_file(find_checkpoint(path), mmap=True)
+        if state.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a raydd checkpoint")
+        return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]))
+    entry = get_entry(name)
+    if path is None and not entry.pretrained:
+        raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")
+    if path is not None and not Path(path).exists():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    return ObserverInfo(spec, entry.input_size, entry.num_classes)
 
 
 def load_model_checkpoint(path: str | Path, *, spec: str | None = None) -> Observer:

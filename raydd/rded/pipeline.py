@@ -29,7 +29,7 @@ from raydd.data.filesystem import resolve
 from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_parquet
 from raydd.io.storage import is_remote
 from raydd.io.writer import DistilledSetWriter, fixed_size_list
-from raydd.models.observer import load_observer
+from raydd.models.observer import observer_info
 from raydd.models.precision import resolve_scoring_precision
 from raydd.rded import tasks
 from raydd.rded.actors import LAYOUT_COLUMNS, LabelImages, ScoreCrops
@@ -63,7 +63,7 @@ def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
     if unknown:
         raise ValueError(f"no such class folder(s) in {config.data}: {', '.join(unknown[:8])}")
     wanted = [c for c in index.classes if c in set(config.classes)] if config.classes else index.classes
-    observers = [load_observer(spec) for spec in config.observers]
+    observers = [observer_info(spec) for spec in config.observers]  # the actors load the weights, not the driver
     cmap: ClassMap = observers[0].class_map_for(wanted, config.class_map)
     columns = [cmap.restricted(observers[0].num_outputs)]
     for observer in observers[1:]:
