@@ -167,3 +167,42 @@ def test_parquet_rows_are_read_by_row_group(tmp_path):
     everything = _Recording()
     assert len(read_image_bytes([f"{ref}#{r}" for r in range(1600)], _filesystem(everything))) == 1600
     assert everything.bytes_read < 1.1 * size  # each row group once
+
+
+@pytest.mark.parametrize("size, factor", [(32, 2), (33, 2), (30, 3)])
+def test_parquet_images_stitched_from_cells_cut_in_shard_order_equal_those_stitched_per_image(tmp_path, size,
+                                                                                              factor):
+    """Step 5 by source (``cut_cells``, then a group-by, then ``stitch_cells``) makes the bytes of step 5 per image
+    (``assemble``), uneven cells (33 px in halves, 30 in thirds) and JPEG draft sizes included."""
+    from raydd.rded import tasks
+
+    jpegs = []
+    for i in range(12):
+        pixels = np.random.default_rng(i).integers(0, 256, (48 + 4 * i, 40, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+        jpegs.append(buf.getvalue())
+    pq.write_table(pa.table({"image": pa.array(jpegs, pa.binary()), "label": ["a"] * 12}), tmp_path / "s.parquet",
+                   row_group_size=3)
+    cells = factor**2
+    rng = np.random.default_rng(0)
+    names = [[f"s.parquet#{int(r)}" for r in rng.choice(12, cells, replace=False)] for _ in range(3)]
+    boxes = [[[int(rng.integers(0, 8)), int(rng.integers(0, 8)), 24] for _ in range(cells)] for _ in range(3)]
+    sizes = [[[40, 48 + 4 * int(n.rpartition("#")[2])] for n in image] for image in names]
+    drafts = [[[20, 24] if k % 2 else [0, 0] for k in range(cells)] for _ in range(3)]
+    fs, root = pafs.LocalFileSystem(), str(tmp_path)
+    per_image = tasks.assemble({"class_index": np.zeros(3), "n": np.arange(3), "patch_names": np.array(names),
+                                "patch_boxes": np.array(boxes), "patch_sizes": np.array(sizes),
+                                "patch_drafts": np.array(drafts)},
+                               fs=fs, root=root, size=size, factor=factor, image_format="png", reads_in_flight=4)
+    rows = [(i, k, names[i][k], boxes[i][k], sizes[i][k], drafts[i][k]) for i in range(3) for k in range(cells)]
+    rows.sort(key=lambda r: int(r[2].rpartition("#")[2]))  # shard order, as the pipeline hands them out
+    cut = tasks.cut_cells({"class_index": np.zeros(len(rows)), "n": np.array([r[0] for r in rows]),
+                           "cell": np.array([r[1] for r in rows]), "name": np.array([r[2] for r in rows]),
+                           "box": np.array([r[3] for r in rows]), "size": np.array([r[4] for r in rows]),
+                           "draft": np.array([r[5] for r in rows])},
+                          fs=fs, root=root, size=size, factor=factor, reads_in_flight=4)
+    for i in range(3):
+        group = {k: v[cut["n"] == i] for k, v in cut.items()}
+        image = tasks.stitch_cells(group, size=size, factor=factor, image_format="png")
+        assert image["encoded"][0] == per_image["encoded"][i] and image["n"][0] == i

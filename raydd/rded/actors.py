@@ -147,7 +147,7 @@ class LabelImages(_ObserverActor):
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self._set_threads()
         # What each image is made of stays with the driver's layout table; only the results travel on.
-        layout = {k: batch.pop(k) for k in LAYOUT_COLUMNS}
+        layout = {k: batch.pop(k) for k in LAYOUT_COLUMNS if k in batch}
         if "sources" in batch:
             images = self._stitch({**batch, **layout})
             batch = {k: v for k, v in batch.items() if k != "sources"}

@@ -94,10 +94,8 @@ def _candidates(config: RdedConfig, plan: _Plan, index: Any) -> pa.Table:
         labels += [c] * len(drawn[name])
     table = pa.table({"image_id": pa.array(np.arange(len(names)), pa.int64()),
                       "class_index": pa.array(labels, pa.int32()), "name": pa.array(names, pa.string())})
-    if any("#" in n for n in names[:1]):
-        shard, _, row = zip(*(n.rpartition("#") for n in names), strict=True)
-        order = sorted(range(len(names)), key=lambda i: (shard[i], int(row[i])))
-        table = table.take(pa.array(order, pa.int64()))
+    if _is_parquet(names):
+        table = table.take(pa.array(_in_shard_order(names), pa.int64()))
     return table
 
 
@@ -285,7 +283,19 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, write
     actor["fn_constructor_kwargs"].update(topk=config.soft_label_topk, factor=config.factor, size=plan.input_size,
                                           block_rows=block_rows)
     rows = _driver_rows(layout, block_rows)
-    if config.decode_on_actor:
+    if _is_parquet(layout["patch_names"][0].as_py()):
+        # Parquet is read by row group: patches in shard order (a block reads a few row groups, not one a patch),
+        # then each image's cells are grouped back together. The same cuts and stitch as per image, by source.
+        size, factor = plan.input_size, config.factor
+        ds = (_driver_rows(_cell_rows(layout, factor), config.block_images)
+              .map_batches(tasks.cut_cells, batch_size=None, batch_format="numpy",
+                           fn_kwargs={"fs": plan.fs, "root": plan.root, "size": size, "factor": factor,
+                                      "reads_in_flight": config.reads_in_flight})
+              .groupby(["class_index", "n"])
+              .map_groups(tasks.stitch_cells, batch_format="numpy",
+                          fn_kwargs={"size": size, "factor": factor, "image_format": config.image_format})
+              .map_batches(LabelImages, batch_format="numpy", **actor))
+    elif config.decode_on_actor:
         ds = (rows.map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor)
@@ -313,6 +323,30 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, write
         done += len(batch["class_index"])
         log.info("assembled, labelled and wrote %d/%d images (%.1f images/s)", done, layout.num_rows,
                  done / (time.perf_counter() - started))
+
+
+def _is_parquet(names: list[str]) -> bool:
+    return any("#" in name for name in names[:1])
+
+
+def _in_shard_order(names: list[str]) -> list[int]:
+    """Positions of Parquet row references (``shard#row``) sorted by shard, then row."""
+    shard, _, row = zip(*(n.rpartition("#") for n in names), strict=True)
+    return sorted(range(len(names)), key=lambda i: (shard[i], int(row[i])))
+
+
+def _cell_rows(layout: pa.Table, factor: int) -> pa.Table:
+    """One row per patch of every distilled image (its class, number, cell and what to cut), in shard order."""
+    cells = factor**2
+    repeat = np.repeat(np.arange(layout.num_rows), cells)
+    table = pa.table({
+        "class_index": layout["class_index"].take(pa.array(repeat)),
+        "n": layout["n"].take(pa.array(repeat)),
+        "cell": pa.array(np.tile(np.arange(cells), layout.num_rows), pa.int32()),
+        **{new: pa.array([v for row in layout[old].to_pylist() for v in row])
+           for new, old in (("name", "patch_names"), ("box", "patch_boxes"), ("size", "patch_sizes"),
+                            ("draft", "patch_drafts"))}})
+    return table.take(pa.array(_in_shard_order(table["name"].to_pylist()), pa.int64()))
 
 
 def _load_scores(config: RdedConfig) -> pa.Table:

@@ -22,7 +22,7 @@ from raydd.data.filesystem import join
 from raydd.transforms.crops import crop_rng, cut_box, draft_size, sample_boxes
 from raydd.transforms.grid import grid_cells, stitch
 
-__all__ = ["assemble", "cut_crops", "encode", "read_candidates", "read_sources"]
+__all__ = ["assemble", "cut_cells", "cut_crops", "encode", "read_candidates", "read_sources", "stitch_cells"]
 
 
 def cut_crops(batch: dict[str, np.ndarray], *, fs: Any, root: str, seed: int, num_crops: int, crop_size: int,
@@ -125,6 +125,40 @@ def assemble(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, fac
         digests.append(hashlib.sha256(encoded[-1]).hexdigest())
     return {**batch, "pixels": pixels, "encoded": np.array(encoded, dtype=object),
             "sha256": np.array(digests, dtype=object)}
+
+
+def cut_cells(batch: dict[str, np.ndarray], *, fs: Any, root: str, size: int, factor: int, reads_in_flight: int
+              ) -> dict[str, np.ndarray]:
+    """Step 5 by source, for Parquet: one row per patch (its image's class and number, its cell), read in the
+    order given (the pipeline gives shard order, so a block reads few row groups), decoded as scoring did and cut
+    at its cell's size; ``stitch_cells`` puts each image's cells together after a group-by."""
+    tune_allocator()
+    cells = grid_cells(size, factor)
+    height, width = max(c[2] for c in cells), max(c[3] for c in cells)
+    data = read_image_bytes([join(root, str(n)) for n in batch["name"]], fs, max_in_flight=reads_in_flight)
+    pixels = np.zeros((len(data), height, width, 3), dtype=np.uint8)
+    for i, encoded in enumerate(data):
+        _, _, h, w = cells[int(batch["cell"][i])]
+        draft = tuple(int(v) for v in batch["draft"][i])
+        image = decode_rgb(encoded, draft=(lambda _, d=draft: d) if any(draft) else None)
+        if image is None:
+            raise RuntimeError(f"{batch['name'][i]} decoded during scoring but not now: was it changed on disk?")
+        pixels[i, :h, :w] = cut_box(image, [int(v) for v in batch["box"][i]], (w, h),
+                                    original_size=tuple(int(v) for v in batch["size"][i]))
+    return {"class_index": batch["class_index"], "n": batch["n"], "cell": batch["cell"], "pixels": pixels}
+
+
+def stitch_cells(group: dict[str, np.ndarray], *, size: int, factor: int, image_format: str) -> dict[str, np.ndarray]:
+    """One distilled image from its cells (one group of ``cut_cells`` rows): stitched and encoded."""
+    tune_allocator()
+    cells = grid_cells(size, factor)
+    order = np.argsort(group["cell"])
+    patches = [group["pixels"][k][:cells[int(group["cell"][k])][2], :cells[int(group["cell"][k])][3]] for k in order]
+    pixels = stitch(patches, size, factor)
+    encoded = _encode(pixels, image_format)
+    return {"class_index": group["class_index"][:1], "n": group["n"][:1], "pixels": pixels[None],
+            "encoded": np.array([encoded], dtype=object),
+            "sha256": np.array([hashlib.sha256(encoded).hexdigest()], dtype=object)}
 
 
 def read_sources(batch: dict[str, np.ndarray], *, fs: Any, root: str, reads_in_flight: int) -> dict[str, np.ndarray]:
