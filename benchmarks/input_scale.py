@@ -18,7 +18,8 @@ Stages:
   latency  IPC 1, factor 2 on the same tree from local disk, and from an S3 server (moto, its own process) behind
            a proxy that holds every request 50 ms before passing it on; the wall of each, every stage included.
   parquet  the candidates' blocks as the pipeline forms them (all M images of each class, in shard order, blocks
-           of 256) read through a filesystem that counts bytes: bytes read against the candidates' own bytes.
+           of 256) read through a filesystem that counts bytes: bytes read against the candidates' own bytes;
+           then assembly's reads of IPC 10's winners, by image (16 images a block) and by cell (shard order).
 """
 
 from __future__ import annotations
@@ -305,6 +306,16 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
                                                          pafs.LocalFileSystem()))
     result["assembly_by_image"] = {"bytes_read": counting.bytes_read, "winners_bytes": winner_bytes,
                                    "read_over_winners": round(counting.bytes_read / winner_bytes, 3)}
+    cells = sorted((ref for image in images for ref in image),  # the pipeline's cells, in shard order
+                   key=lambda r: (r.rpartition("#")[0], int(r.rpartition("#")[2])))
+    counting = Counting()
+    fs = pafs.PyFileSystem(pafs.FSSpecHandler(counting))
+    for start in range(0, len(cells), 256):
+        read_image_bytes(cells[start:start + 256], fs)
+    result["assembly_by_cell"] = {"bytes_read": counting.bytes_read,
+                                  "read_over_winners": round(counting.bytes_read / winner_bytes, 3)}
+    everything = result["shard_order"]["bytes_read"] + counting.bytes_read
+    result["scoring_and_assembly_over_candidates"] = round(everything / result["shard_order"]["candidates_bytes"], 3)
     # raydd before issue 31 read, for each block, the image column of every shard it touched, whole.
     column = {}
     for path in {r.rpartition("#")[0] for r in refs}:

@@ -282,27 +282,29 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, write
     actor = _actor_args(config, plan, plan.precision, block_rows)
     actor["fn_constructor_kwargs"].update(topk=config.soft_label_topk, factor=config.factor, size=plan.input_size,
                                           block_rows=block_rows)
-    rows = _driver_rows(layout, block_rows)
     if _is_parquet(layout["patch_names"][0].as_py()):
         # Parquet is read by row group: patches in shard order (a block reads a few row groups, not one a patch),
         # then each image's cells are grouped back together. The same cuts and stitch as per image, by source.
+        # The stitched images are materialized before the labelling actors start: an actor pool holding every
+        # CPU would leave the group-by's shuffle none.
         size, factor = plan.input_size, config.factor
-        ds = (_driver_rows(_cell_rows(layout, factor), config.block_images)
-              .map_batches(tasks.cut_cells, batch_size=None, batch_format="numpy",
-                           fn_kwargs={"fs": plan.fs, "root": plan.root, "size": size, "factor": factor,
-                                      "reads_in_flight": config.reads_in_flight})
-              .groupby(["class_index", "n"])
-              .map_groups(tasks.stitch_cells, batch_format="numpy",
-                          fn_kwargs={"size": size, "factor": factor, "image_format": config.image_format})
-              .map_batches(LabelImages, batch_format="numpy", **actor))
+        stitched = (_driver_rows(_cell_rows(layout, factor), config.block_images)
+                    .map_batches(tasks.cut_cells, batch_size=None, batch_format="numpy",
+                                 fn_kwargs={"fs": plan.fs, "root": plan.root, "size": size, "factor": factor,
+                                            "reads_in_flight": config.reads_in_flight})
+                    .groupby(["class_index", "n"])
+                    .map_groups(tasks.stitch_cells, batch_format="numpy",
+                                fn_kwargs={"size": size, "factor": factor, "image_format": config.image_format})
+                    .materialize())
+        ds = stitched.map_batches(LabelImages, batch_format="numpy", **{**actor, "batch_size": block_rows})
     elif config.decode_on_actor:
-        ds = (rows.map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
+        ds = (_driver_rows(layout, block_rows).map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor)
               .map_batches(tasks.encode, batch_size=None, batch_format="numpy",
                            fn_kwargs={"image_format": config.image_format}))
     else:
-        ds = (rows.map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
+        ds = (_driver_rows(layout, block_rows).map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size,
                                           "factor": config.factor, "image_format": config.image_format,
                                           "reads_in_flight": config.reads_in_flight})
