@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import resource
@@ -39,31 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _images import natural_jpegs
 
 HERE = Path(__file__).resolve().parent
 DELAY_S = 0.05
-
-
-def _class_images(folder: str, seed: int, count: int) -> list[bytes]:
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    tint = rng.uniform(-40, 40, 3)
-    out = []
-    for _ in range(count):
-        short = int(rng.integers(64, 129))
-        long = int(short * rng.uniform(1.0, 4 / 3))
-        width, height = (long, short) if rng.random() < 0.7 else (short, long)
-        field = rng.uniform(0, 255, (int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3)) + tint
-        image = Image.fromarray(field.clip(0, 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
-        pixels = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, (height, width, 3))
-        buf = io.BytesIO()
-        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
-        out.append(buf.getvalue())
-    os.makedirs(folder, exist_ok=True)
-    for i, data in enumerate(out):
-        Path(folder, f"{i:05d}.JPEG").write_bytes(data)
-    return out
 
 
 def make_data(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,8 +58,8 @@ def make_data(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     rows = []
     for c, wnid in enumerate(wnids):
-        rows += [(data, c, f"{wnid}/{i:05d}.JPEG")
-                 for i, data in enumerate(_class_images(str(root / "train" / wnid), c, args.per_class))]
+        jpegs = natural_jpegs(str(root / "train" / wnid), c, args.per_class, short=(64, 129))
+        rows += [(data, c, f"{wnid}/{i:05d}.JPEG") for i, data in enumerate(jpegs)]
     order = np.random.default_rng(0).permutation(len(rows))
     features = {"image": {"_type": "Image"}, "label": {"names": wnids, "_type": "ClassLabel"}}
     meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}

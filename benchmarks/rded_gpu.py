@@ -29,7 +29,6 @@ download; the speed is the trained model's), or ``--observer SPEC``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _images import natural_jpegs
 from _machine import RssSampler, machine
 
 from raydd._runtime import tune_allocator
@@ -52,24 +52,7 @@ STAGES = ("data", "raw", "distill", "actors", "overlap")
 
 
 def _class_images(folder: str, seed: int, count: int) -> int:
-    """``count`` JPEGs of one class: a low-frequency colour field (a few random colours, bicubic-upsampled),
-    a class tint, and grain, at a natural size."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    tint = rng.uniform(-40, 40, 3)
-    os.makedirs(folder, exist_ok=True)
-    for i in range(count):
-        short = int(rng.integers(256, 501))
-        long = int(short * rng.uniform(1.0, 4 / 3))
-        width, height = (long, short) if rng.random() < 0.7 else (short, long)
-        field = rng.uniform(0, 255, (int(rng.integers(3, 9)), int(rng.integers(3, 9)), 3)) + tint
-        image = Image.fromarray(field.clip(0, 255).astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
-        pixels = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, (height, width, 3))
-        buf = io.BytesIO()
-        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=90)
-        Path(folder, f"{i:05d}.JPEG").write_bytes(buf.getvalue())
-    return count
+    return len(natural_jpegs(folder, seed, count))
 
 
 def make_data(root: str, classes: int, per_class: int) -> dict[str, Any]:
@@ -79,6 +62,10 @@ def make_data(root: str, classes: int, per_class: int) -> dict[str, Any]:
 
     init_ray()
     started = time.perf_counter()
+    import _images
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(_images)  # Ray's workers need not find benchmarks/ on their path
     task = ray.remote(_class_images)
     wnids = imagenet_wnids()[:classes]
     done = sum(ray.get([task.remote(os.path.join(root, "train", w), c, per_class) for c, w in enumerate(wnids)]))

@@ -23,7 +23,7 @@ from torch import nn
 from raydd.data.class_map import ClassMap
 from raydd.models._weights import load_torch_file
 from raydd.models.checkpoint import FORMAT, find_checkpoint, read_checkpoint
-from raydd.models.registry import Normalization, get_entry, get_model
+from raydd.models.registry import ModelEntry, Normalization, get_entry, get_model
 
 __all__ = ["Observer", "ObserverInfo", "load_model_checkpoint", "load_observer", "observer_info", "parse_spec"]
 
@@ -113,6 +113,19 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, (path or None)
 
 
+def _resolve(spec: str) -> tuple[str | None, ModelEntry | None]:
+    """A spec's weights path and registry entry (``None`` for a checkpoint), checked."""
+    name, path = parse_spec(spec)
+    if name == "checkpoint":
+        if path is None:
+            raise ValueError("checkpoint@PATH needs a path")
+        return path, None
+    entry = get_entry(name)
+    if path is None and not entry.pretrained:
+        raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")
+    return path, entry
+
+
 def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
     """Build an observer from its spec string (table in the module docstring), in eval mode.
 
@@ -120,14 +133,9 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
         ValueError: for an unknown model or a model without built-in weights and no path.
         FileNotFoundError: for a missing weights file.
     """
-    name, path = parse_spec(spec)
-    if name == "checkpoint":
-        if path is None:
-            raise ValueError("checkpoint@PATH needs a path")
+    path, entry = _resolve(spec)
+    if entry is None:
         return load_model_checkpoint(path, spec=spec).to(device)
-    entry = get_entry(name)
-    if path is None and not entry.pretrained:
-        raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")
     model = entry.builder(num_classes=entry.num_classes, weights=path if path is not None else "DEFAULT")
     return Observer(model, normalization=entry.normalization, input_size=entry.input_size,
                     num_outputs=entry.num_classes, spec=spec).to(device)
@@ -142,17 +150,12 @@ def observer_info(spec: str) -> ObserverInfo:
         ValueError: for an unknown model or a model without built-in weights and no path.
         FileNotFoundError: for a missing weights file.
     """
-    name, path = parse_spec(spec)
-    if name == "checkpoint":
-        if path is None:
-            raise ValueError("checkpoint@PATH needs a path")
+    path, entry = _resolve(spec)
+    if entry is None:
         state = load_torch_file(find_checkpoint(path), mmap=True)
         if state.get("format") != FORMAT:
             raise ValueError(f"{path} is not a raydd checkpoint")
         return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]))
-    entry = get_entry(name)
-    if path is None and not entry.pretrained:
-        raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")
     if path is not None and not Path(path).exists():
         raise FileNotFoundError(f"weights file not found: {path}")
     return ObserverInfo(spec, entry.input_size, entry.num_classes)
