@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> None:
         sets[method] = matched(method, iterations, memory="full")
         phase |= {"iterations": iterations, "s": round(time.perf_counter() - started, 1),
                   "learned_lr": sets[method].stats["learned_lr"], "skipped_steps": sets[method].stats["skipped_steps"],
-                  "weights": sets[method].stats.get("weights")}
+                  "weights": sets[method].stats.get("weights"),
+                  "weights_by_iteration": sets[method].stats.get("weights_by_iteration")}
         result["phases"][f"match_{method}"] = phase
         save()
 

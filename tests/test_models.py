@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -101,13 +103,23 @@ def test_reported_state_loads_from_a_ray_checkpoint_and_is_none_on_a_fresh_start
 
 
 def test_observer_info_is_the_loaded_observers_without_its_weights(tmp_path, monkeypatch):
+    import torchvision
+
     from raydd.models import observer as observers
     from raydd.models.observer import load_observer, observer_info
     from tests.conftest import save_random_observer
 
     spec = save_random_observer(tmp_path, ["b", "a", "c"], input_size=32)
     assert observer_info(spec) == load_observer(spec).info
-    assert observer_info("torchvision:resnet18").num_outputs == 1000  # from the registry: nothing downloaded
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(
+        torchvision.models.ResNet18_Weights.DEFAULT.url).name
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")  # cached, and never read: an empty file would not load
+    assert observer_info("torchvision:resnet18").num_outputs == 1000
+    cached.unlink()  # not cached: the download is tried here (and fails offline with the advice), not in an actor
+    with pytest.raises(ValueError, match="could not load torchvision's pretrained resnet18"):
+        observer_info("torchvision:resnet18")
     with pytest.raises(FileNotFoundError):
         observer_info("cifar_resnet20@" + str(tmp_path / "missing.th"))
 

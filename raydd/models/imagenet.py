@@ -36,6 +36,18 @@ def torchvision_model(name: str, *, num_classes: int = 1000, weights: str | Path
     return load_weights(torchvision.models.get_model(name, weights=None, num_classes=num_classes), weights)
 
 
+def ensure_torchvision_weights(name: str) -> None:
+    """Make sure torchvision's pretrained weights of ``name`` are in torch's hub cache, without loading them when
+    they are: the first use downloads them (and fails here, with the advice above, on a machine without internet)."""
+    import os
+
+    import torchvision
+
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    if not (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).exists():
+        torchvision_model(name, weights="DEFAULT")
+
+
 def _register(name: str) -> None:
     @register_model(name, input_size=224, num_classes=1000, pretrained="torchvision")
     def build(*, num_classes: int = 1000, weights: str | Path | None = None) -> nn.Module:

@@ -143,8 +143,8 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
 
 def observer_info(spec: str) -> ObserverInfo:
     """An observer's input size, outputs and class names from its spec, without its weights: a zoo model's from
-    the registry (its weights file must exist), a checkpoint's from the file, memory-mapped (the tensors are not
-    read).
+    the registry (its weights file must exist; torchvision's are downloaded into the hub cache on first use), a
+    checkpoint's from the file, memory-mapped (the tensors are not read).
 
     Raises:
         ValueError: for an unknown model or a model without built-in weights and no path.
@@ -158,6 +158,10 @@ def observer_info(spec: str) -> ObserverInfo:
         return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]))
     if path is not None and not Path(path).exists():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if path is None and entry.pretrained == "torchvision":
+        from raydd.models.imagenet import ensure_torchvision_weights
+
+        ensure_torchvision_weights(parse_spec(spec)[0])  # a failed download is an error here, not in an actor
     return ObserverInfo(spec, entry.input_size, entry.num_classes)
 
 
