@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     names, shapes = param_layout(get_model("convnet3", num_classes=10))
     generator = torch.Generator().manual_seed(0)
-    weights = ImportanceWeights(shapes, args.granularity)
+    weights = ImportanceWeights(shapes, args.granularity, step="group")  # raw steps are its gradient itself
     total = weights.index.numel()
     start, end = torch.randn(total, generator=generator), torch.randn(total, generator=generator)
     (grad,) = torch.autograd.grad(matching_loss(end, torch.zeros(total), start, weights()), [weights.rho])

@@ -199,7 +199,7 @@ def test_the_weights_settle_where_each_group_weighs_inversely_to_its_mismatch():
     """Minimising L over W with mean 1 over elements has one optimum, W_g ∝ 1 / m_g (m_g: the group's mean
     squared mismatch): there the gradient in ρ vanishes, and the update heads for it from W ≡ 1."""
     g = _GROUPS["conv channel (27 elements)"]
-    weights = ImportanceWeights(_SHAPES, "channel")
+    weights = ImportanceWeights(_SHAPES, "channel", "group")
     start = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(0))
     end = torch.full_like(start, 0.5).masked_fill(weights.index == g, 5.0)
     with torch.no_grad():
@@ -212,7 +212,7 @@ def test_the_weights_settle_where_each_group_weighs_inversely_to_its_mismatch():
 
 def test_the_preconditioned_step_is_the_groups_mismatch_against_the_average():
     """(N / n_g)·∂L/∂ρ_g = 2 L W_g (W_g m_g / M − 1), M the weighted mean squared mismatch over all elements."""
-    weights = ImportanceWeights(_SHAPES, "channel")
+    weights = ImportanceWeights(_SHAPES, "channel", "group")
     with torch.no_grad():
         weights.rho.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     start = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(2), dtype=torch.float64)

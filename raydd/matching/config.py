@@ -29,9 +29,9 @@ class MatchConfig(Restartable):
     lr_lr: float = option(1e-5, help="SGD learning rate of the student step size alpha")
     lr_teacher: float = option(0.01, help="initial student step size alpha")
     lr_weights: float = option(0.01, help="IADD: SGD learning rate of the importance weights' log-scale rho")
-    weights_step: str = option("group", help="IADD: group (rho's gradient scaled by the parameters' count over the "
-                               "group's, so a group moves by its mismatch, whatever its size) or raw (groups move "
-                               "in proportion to their size; raydd before issue 30)")
+    weights_step: str = option("raw", help="IADD: raw (rho's own gradient: groups move in proportion to their size) "
+                               "or group (scaled by the parameters' count over the group's, so a group moves by its "
+                               "mismatch, whatever its size; it collapses on ConvNets: see the README)")
     momentum: float = option(0.5, help="SGD momentum of images, alpha and weights (published: 0.5)")
     granularity: str = option("channel", help="IADD weights per tensor, channel or element")
     batch_syn: int | None = option(None, help="synthetic images per student step (default: all)")

@@ -9,8 +9,8 @@ tests them):
 * ρ starts at 0, so W ≡ 1 and IADD starts exactly as MTT;
 * granularity ``tensor`` (one ρ per parameter tensor), ``channel`` (one per output channel of each tensor;
   one per element for vectors) or ``element`` (one per scalar parameter);
-* ρ has its own optimizer and learning rate (``MatchConfig.lr_weights``), and its gradient is scaled per
-  group (``step="group"``, the default): by N / n_g, the parameters' count over the group's.
+* ρ has its own optimizer and learning rate (``MatchConfig.lr_weights``); with ``step="group"`` its gradient
+  is scaled per group by N / n_g, the parameters' count over the group's (``"raw"``, the default, leaves it).
 
 Why the scaling: with n_g elements of mean squared mismatch m_g = mean((θ̂ − θ*)²) in group g, the raw gradient
 is ∂L/∂ρ_g = (2 n_g W_g / D)·(W_g m_g − M), M = mean(W² (θ̂ − θ*)²) over all N elements — proportional to the
@@ -18,7 +18,10 @@ group's size, so a classifier row of 2,048 elements moved 2,048 times faster tha
 never moved (issue 30). Scaled by N / n_g the step is 2 L W_g (W_g m_g / M − 1): the group's mismatch against the
 average, whatever its size. Minimising L over W (under the mean-1 constraint) has one interior optimum,
 W_g ∝ 1 / m_g: groups that the student matches worse than average lose weight, those it matches better gain —
-the soft form of the authors' earlier method, which pruned the parameters hardest to match.
+the soft form of the authors' earlier method, which pruned the parameters hardest to match. That optimum is
+also the trap: a parameter that neither the student nor the expert moves (a conv bias before a per-channel norm)
+has m_g = 0 and draws unbounded weight; with group steps it took all of it within 125 iterations (BENCHMARKS.md),
+so ``group`` is not the default until the weights are bounded or such parameters left out.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 class ImportanceWeights(nn.Module):
-    def __init__(self, shapes: Sequence[tuple[int, ...]], granularity: str = "channel", step: str = "group") -> None:
+    def __init__(self, shapes: Sequence[tuple[int, ...]], granularity: str = "channel", step: str = "raw") -> None:
         super().__init__()
         if granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}")
