@@ -298,13 +298,15 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, write
                     .materialize())
         ds = stitched.map_batches(LabelImages, batch_format="numpy", **{**actor, "batch_size": block_rows})
     elif config.decode_on_actor:
-        ds = (_driver_rows(layout, block_rows).map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
+        rows = _driver_rows(layout, block_rows)
+        ds = (rows.map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor)
               .map_batches(tasks.encode, batch_size=None, batch_format="numpy",
                            fn_kwargs={"image_format": config.image_format}))
     else:
-        ds = (_driver_rows(layout, block_rows).map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
+        rows = _driver_rows(layout, block_rows)
+        ds = (rows.map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size,
                                           "factor": config.factor, "image_format": config.image_format,
                                           "reads_in_flight": config.reads_in_flight})
