@@ -99,8 +99,9 @@ def _order(path: Path) -> int:
     return int(digits) if digits else -1
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    state = load_torch_file(find_checkpoint(path))
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """A raydd checkpoint's contents; ``mmap`` maps its tensors instead of reading them (for its metadata alone)."""
+    state = load_torch_file(find_checkpoint(path), mmap=mmap)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd checkpoint")
     return state

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from raydd.data.class_map import ClassMap
-from raydd.models._weights import load_torch_file
-from raydd.models.checkpoint import FORMAT, find_checkpoint, read_checkpoint
+from raydd.models.checkpoint import read_checkpoint
 from raydd.models.registry import ModelEntry, Normalization, get_entry, get_model
 
 __all__ = ["Observer", "ObserverInfo", "load_model_checkpoint", "load_observer", "observer_info", "parse_spec"]
@@ -152,9 +151,7 @@ def observer_info(spec: str) -> ObserverInfo:
     """
     path, entry = _resolve(spec)
     if entry is None:
-        state = load_torch_file(find_checkpoint(path), mmap=True)
-        if state.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a raydd checkpoint")
+        state = read_checkpoint(path, mmap=True)
         return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]))
     if path is not None and not Path(path).exists():
         raise FileNotFoundError(f"weights file not found: {path}")
