@@ -104,9 +104,9 @@ def test_result_hashes_are_the_ones_runs_made_before_the_shared_scaling_config()
 
     rded = RdedConfig(data="d", out="o", observers=["x"])
     assert (rded.result_hash(), rded.scoring_hash()) == ("9ddeeee6ed8c45eb", "1a475a31c686ef59")
-    # Changed by issue 30's weights_step field (its default, raw, is the earlier behaviour): matching runs made
-    # before it are redone rather than resumed ("27db207981e675a8" before).
-    assert config_hash(MatchConfig(data="d", experts="e", out="o")) == "ccfdfe25832af6f7"
+    # Changed by issue 30 (weights_step, weights_bound and hold_still; group steps the default): matching runs
+    # made before it are redone rather than resumed ("27db207981e675a8", then "ccfdfe25832af6f7" before).
+    assert config_hash(MatchConfig(data="d", experts="e", out="o")) == "bebdbb302808286b"
     assert config_hash(EvalConfig(distilled="d", val_data="v", out="o")) == "5dc92d0662f95447"
     moved = RdedConfig(data="d", out="elsewhere", observers=["x"], num_workers=8, gpus_per_worker=0.5,
                        cpus_per_worker=2, threads_per_worker=1, batch_size=512, address="ray://h:10001")

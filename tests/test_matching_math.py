@@ -1,12 +1,14 @@
 """Trajectory matching as pure functions: the loss formula, IADD's weights, and IADD with W = 1 being MTT."""
 
+import math
+
 import pytest
 import torch
 
 from raydd.data.zca import Zca
 from raydd.io.experts import load_expert, param_layout, save_expert
 from raydd.matching.loss import matching_gradients, matching_loss, unroll_student
-from raydd.matching.weights import ImportanceWeights
+from raydd.matching.weights import ImportanceWeights, still_elements
 from raydd.models import get_model
 from raydd.trajectories.experts import ExpertsConfig, train_expert
 from raydd.transforms.augment import dsa
@@ -227,3 +229,52 @@ def test_the_preconditioned_step_is_the_groups_mismatch_against_the_average():
     assert torch.allclose(weights.precondition(grad).double(), expected, rtol=1e-4, atol=1e-9)
     with pytest.raises(ValueError, match="step"):
         ImportanceWeights(_SHAPES, "channel", "adam")
+
+
+def _zero_mismatch_run(still: torch.Tensor | None, bound: float | None, iterations: int = 300) -> torch.Tensor:
+    """Group weights after ``iterations`` on a problem where the conv biases are never moved by anyone (start,
+    end and target agree there) and every other parameter ends 0.5 from its target."""
+    weights = ImportanceWeights(_SHAPES, "channel", "group", still=still, bound=bound)
+    biases = (weights.index >= 16) & (weights.index < 32)
+    start = torch.randn(weights.index.numel(), generator=torch.Generator().manual_seed(0)).masked_fill(biases, 0.0)
+    end = torch.full_like(start, 0.5).masked_fill(biases, 0.0)
+    opt = torch.optim.SGD(weights.parameters(), lr=0.01, momentum=0.5)
+    for _ in range(iterations):
+        (grad,) = torch.autograd.grad(matching_loss(end, torch.zeros_like(start), start, weights()), [weights.rho])
+        weights.rho.grad = weights.precondition(grad)
+        opt.step()
+        weights.project()
+    return weights.group_weights().detach()
+
+
+def test_parameters_nobody_moves_draw_all_weight_unless_held_or_bounded():
+    """The collapse measured on ConvNet-3 (issue 30): groups with zero mismatch head for unbounded weight and
+    starve the rest. Held (W = 1, outside the normalisation) they stay at 1 and the others keep mean 1; bounded,
+    no weight passes b² times another."""
+    loose = _zero_mismatch_run(None, None)
+    assert loose[16:32].min() > 5 and loose[torch.arange(len(loose)) >= 32].max() < 0.5
+    trajectory = torch.zeros(3, 16 * 27 + 16 + 640 + 10)
+    trajectory[1:, :16 * 27] = 1.0
+    trajectory[1:, 16 * 27 + 16:] = 1.0  # the conv biases (elements 432–447) never move
+    still = still_elements(trajectory)
+    assert still.sum() == 16 and still[16 * 27:16 * 27 + 16].all()
+    held = _zero_mismatch_run(still, None)
+    assert torch.equal(held[16:32], torch.ones(16))
+    others = torch.cat([held[:16], held[32:]])
+    assert torch.allclose(others, torch.ones_like(others), atol=0.05)  # every moving group matched alike
+    bounded = _zero_mismatch_run(None, 10.0)
+    assert float(bounded.max() / bounded.min()) <= 100 * (1 + 1e-5)
+
+
+def test_a_bound_caps_how_far_a_mismatched_group_falls():
+    weights = ImportanceWeights(_SHAPES, "channel", "group", bound=2.0)
+    with torch.no_grad():
+        weights.rho.fill_(5.0)
+        weights.rho[3] = -5.0
+    weights.project()
+    assert float(weights.rho.detach().max()) == pytest.approx(math.log(2))
+    assert float(weights.rho.detach().min()) == pytest.approx(-math.log(2))
+    with pytest.raises(ValueError, match="bound"):
+        ImportanceWeights(_SHAPES, "channel", "group", bound=1.0)
+    with pytest.raises(ValueError, match="still"):
+        ImportanceWeights(_SHAPES, "channel", "group", still=torch.zeros(5, dtype=torch.bool))

@@ -29,9 +29,13 @@ class MatchConfig(Restartable):
     lr_lr: float = option(1e-5, help="SGD learning rate of the student step size alpha")
     lr_teacher: float = option(0.01, help="initial student step size alpha")
     lr_weights: float = option(0.01, help="IADD: SGD learning rate of the importance weights' log-scale rho")
-    weights_step: str = option("raw", help="IADD: raw (rho's own gradient: groups move in proportion to their size) "
-                               "or group (scaled by the parameters' count over the group's, so a group moves by its "
-                               "mismatch, whatever its size; it collapses on ConvNets: see the README)")
+    weights_step: str = option("group", help="IADD: group (rho's gradient scaled by the parameters' count over the "
+                               "group's, so a group moves by its mismatch, whatever its size) or raw (its own "
+                               "gradient: groups move in proportion to their size, as before issue 30)")
+    weights_bound: float = option(10.0, help="IADD: rho kept within [-ln b, ln b], so no group weighs more than b^2 "
+                                  "times another (inf: unbounded)")
+    hold_still: bool = option(True, help="IADD: parameters the expert never moves (a conv bias before a norm) keep "
+                              "weight 1 and stay out of the weights' normalisation")
     momentum: float = option(0.5, help="SGD momentum of images, alpha and weights (published: 0.5)")
     granularity: str = option("channel", help="IADD weights per tensor, channel or element")
     batch_syn: int | None = option(None, help="synthetic images per student step (default: all)")
@@ -52,6 +56,8 @@ class MatchConfig(Restartable):
             raise ValueError(f"granularity must be one of {GRANULARITIES}")
         if self.weights_step not in STEPS:
             raise ValueError(f"weights_step must be one of {STEPS}")
+        if not self.weights_bound > 1:
+            raise ValueError("weights_bound must be above 1 (inf: unbounded)")
         for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -26,7 +26,7 @@ from raydd.data.zca import ZCA_FILE, Zca
 from raydd.io.experts import expert_files, experts_zca, load_expert
 from raydd.matching.config import MatchConfig
 from raydd.matching.loss import matching_gradients
-from raydd.matching.weights import ImportanceWeights
+from raydd.matching.weights import ImportanceWeights, still_elements
 from raydd.models._weights import load_torch_file
 from raydd.models.checkpoint import load_reported_state
 from raydd.models.registry import IMAGENET_NORM, get_model
@@ -126,7 +126,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     syn = torch.nn.Parameter(images.to(device))
     labels = labels.to(device)
     lr = torch.nn.Parameter(torch.tensor(config.lr_teacher, device=device))
-    weights = (ImportanceWeights(shapes, config.granularity, config.weights_step).to(device)
+    weights = (ImportanceWeights(shapes, config.granularity, config.weights_step, bound=config.weights_bound,
+                                 still=still_elements(first["trajectory"]) if config.hold_still else None).to(device)
                if config.method == "iadd" else None)
     opt_img = torch.optim.SGD([syn], lr=config.lr_img, momentum=config.momentum)
     opt_lr = torch.optim.SGD([lr], lr=config.lr_lr, momentum=config.momentum)
@@ -180,6 +181,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
             opt_lr.step()
             if opt_w is not None:
                 opt_w.step()
+                weights.project()
             with torch.no_grad():
                 lr.clamp_(min=MIN_LR)
         else:
