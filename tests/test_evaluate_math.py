@@ -96,6 +96,25 @@ def test_random_resized_crop_zooms_by_its_scale():
     assert random_resized_crop(x, (1.0, 1.0), torch.Generator(), ratio=(1.0, 1.0)).allclose(x, atol=1e-4)
 
 
+def test_random_resized_crop_is_torchvisions_resize_of_the_box():
+    """Issue 29: the crop samples only inside its box, as torchvision's crop-then-resize does; sampling with zero
+    padding darkened up to a pixel's width along the image's edges (a constant image came out 1.9 % darker)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from raydd.transforms.augment import resized_boxes
+
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    boxes = [(0, 0, 16, 16), (5, 9, 20, 11), (12, 0, 20, 32)]  # top, left, height, width
+    top, left, height, width = (torch.tensor([float(b[i]) for b in boxes]) for i in range(4))
+    out = resized_boxes(x, top, left, height, width)
+    for i, (t, lf, bh, bw) in enumerate(boxes):
+        expected = TF.resized_crop(x[i], t, lf, bh, bw, [32, 32], antialias=True)
+        assert torch.allclose(out[i], expected, atol=1e-5), boxes[i]
+    flat = torch.full((64, 3, 32, 32), 0.7)
+    cropped = random_resized_crop(flat, (0.5, 1.0), torch.Generator().manual_seed(1))
+    assert float((cropped - 0.7).abs().max()) < 1e-6
+
+
 def test_every_dsa_family_changes_the_images_as_its_kind_does():
     x = torch.rand(6, 3, 16, 16)
     seen = set()

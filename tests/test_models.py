@@ -130,3 +130,29 @@ def test_observer_info_is_the_loaded_observers_without_its_weights(tmp_path, mon
     info = observer_info(spec)
     assert info.class_names == ("b", "a", "c") and info.input_size == 32
     assert info.class_map_for(["a", "b", "c"]).to_dict() == {"b": 0, "a": 1, "c": 2}
+
+
+def test_torchvision_observers_default_to_the_reference_weights_and_name_others():
+    """Issue 29: RDED's reference loads ``pretrained=True`` (IMAGENET1K_V1); torchvision's DEFAULT is V2 for
+    ResNet-50 and MobileNetV2. A spec can name other weights; the manifest records which were loaded."""
+    from raydd.models.imagenet import pretrained_weights
+    from raydd.models.observer import _resolve
+
+    assert pretrained_weights("resnet50").name == "IMAGENET1K_V1"
+    assert pretrained_weights("mobilenet_v2").name == "IMAGENET1K_V1"
+    assert pretrained_weights("resnet50", "IMAGENET1K_V2").name == "IMAGENET1K_V2"
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        pretrained_weights("resnet18", "IMAGENET1K_V2")
+    assert _resolve("torchvision:resnet50")[2] == "DEFAULT"
+    assert _resolve("torchvision:resnet50:IMAGENET1K_V2")[2] == "IMAGENET1K_V2"
+    with pytest.raises(ValueError, match="named weights"):
+        _resolve("cifar_resnet20:V1@w.pt")
+
+
+def test_observer_info_names_the_weights_it_would_load(tmp_path):
+    from raydd.models.observer import _weights_label, observer_info
+
+    torch.save(get_model("cifar_resnet20").state_dict(), tmp_path / "w.pt")
+    assert observer_info(f"cifar_resnet20@{tmp_path / 'w.pt'}").weights == f"file {tmp_path / 'w.pt'}"
+    entry = get_entry("resnet50")
+    assert _weights_label(entry, None, "DEFAULT") == "torchvision ResNet50_Weights.IMAGENET1K_V1"

@@ -3,7 +3,9 @@
 An observer is built from a spec string, the form every CLI flag and config field takes:
 
 =============================  ==================================================================
-``torchvision:resnet18``       torchvision model with its pretrained weights (downloads once)
+``torchvision:resnet18``       torchvision model with the reference's pretrained weights (IMAGENET1K_V1, as
+                               RDED's ``pretrained=True``; downloads once)
+``torchvision:resnet50:NAME``  torchvision's weights of that name, e.g. ``IMAGENET1K_V2`` (its own default)
 ``torchvision:resnet18@PATH``  the same architecture, weights from a local state-dict file
 ``efficientnet_lite0``         EfficientNet-Lite0 with the ImageNet weights of its registry package
 ``cifar_resnet20@PATH``        any zoo model (``raydd.models.list_models()``) with local weights
@@ -14,7 +16,7 @@ An observer is built from a spec string, the form every CLI flag and config fiel
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,6 +38,9 @@ class ObserverInfo:
     input_size: int
     num_outputs: int
     class_names: tuple[str, ...] | None = None
+    # Which weights the spec loads (a torchvision enum member, a file, a package): provenance for the manifest,
+    # not a planning fact, so two infos that plan alike compare equal whatever each knows of it.
+    weights: str = field(default="", compare=False)
 
     def class_map_for(self, data_classes: Sequence[str], spec: str | ClassMap | None = None) -> ClassMap:
         """The map from data classes to this observer's outputs, checked against both.
@@ -112,17 +117,31 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     return name, (path or None)
 
 
-def _resolve(spec: str) -> tuple[str | None, ModelEntry | None]:
-    """A spec's weights path and registry entry (``None`` for a checkpoint), checked."""
+def _resolve(spec: str) -> tuple[str | None, ModelEntry | None, str]:
+    """A spec's weights path, registry entry (``None`` for a checkpoint) and named pretrained weights, checked."""
     name, path = parse_spec(spec)
+    name, _, choice = name.partition(":")
     if name == "checkpoint":
         if path is None:
             raise ValueError("checkpoint@PATH needs a path")
-        return path, None
+        return path, None, ""
     entry = get_entry(name)
+    if choice and (entry.pretrained != "torchvision" or path is not None):
+        raise ValueError(f"bad observer spec {spec!r}: only torchvision models take named weights, and not "
+                         "with a path")
     if path is None and not entry.pretrained:
         raise ValueError(f"{name} has no built-in pretrained weights; give them as {name}@PATH")
-    return path, entry
+    return path, entry, choice or "DEFAULT"
+
+
+def _weights_label(entry: ModelEntry, path: str | None, choice: str) -> str:
+    if path is not None:
+        return f"file {path}"
+    if entry.pretrained == "torchvision":
+        from raydd.models.imagenet import pretrained_weights
+
+        return f"torchvision {pretrained_weights(entry.name, choice)}"
+    return f"{entry.pretrained} {entry.name}"
 
 
 def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
@@ -132,34 +151,35 @@ def load_observer(spec: str, *, device: str | torch.device = "cpu") -> Observer:
         ValueError: for an unknown model or a model without built-in weights and no path.
         FileNotFoundError: for a missing weights file.
     """
-    path, entry = _resolve(spec)
+    path, entry, choice = _resolve(spec)
     if entry is None:
         return load_model_checkpoint(path, spec=spec).to(device)
-    model = entry.builder(num_classes=entry.num_classes, weights=path if path is not None else "DEFAULT")
+    model = entry.builder(num_classes=entry.num_classes, weights=path if path is not None else choice)
     return Observer(model, normalization=entry.normalization, input_size=entry.input_size,
                     num_outputs=entry.num_classes, spec=spec).to(device)
 
 
 def observer_info(spec: str) -> ObserverInfo:
-    """An observer's input size, outputs and class names from its spec, without its weights: a zoo model's from
-    the registry (its weights file must exist; torchvision's are downloaded into the hub cache on first use), a
-    checkpoint's from the file, memory-mapped (the tensors are not read).
+    """An observer's input size, outputs, class names and weights from its spec, without its weights: a zoo
+    model's from the registry (its weights file must exist; torchvision's are downloaded into the hub cache on
+    first use), a checkpoint's from the file, memory-mapped (the tensors are not read).
 
     Raises:
         ValueError: for an unknown model or a model without built-in weights and no path.
         FileNotFoundError: for a missing weights file.
     """
-    path, entry = _resolve(spec)
+    path, entry, choice = _resolve(spec)
     if entry is None:
         state = read_checkpoint(path, mmap=True)
-        return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]))
+        return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]),
+                            weights=f"checkpoint {path}")
     if path is not None and not Path(path).exists():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path is None and entry.pretrained == "torchvision":
         from raydd.models.imagenet import ensure_torchvision_weights
 
-        ensure_torchvision_weights(parse_spec(spec)[0])  # a failed download is an error here, not in an actor
-    return ObserverInfo(spec, entry.input_size, entry.num_classes)
+        ensure_torchvision_weights(entry.name, choice)  # a failed download is an error here, not in an actor
+    return ObserverInfo(spec, entry.input_size, entry.num_classes, weights=_weights_label(entry, path, choice))
 
 
 def load_model_checkpoint(path: str | Path, *, spec: str | None = None) -> Observer:

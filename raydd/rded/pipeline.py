@@ -51,6 +51,7 @@ class _Plan:
     root: str
     classes: tuple[str, ...]
     columns: list[list[int] | None]
+    weights: list[str]  # which weights each observer loads, recorded in the manifest
     input_size: int
     crop_size: int
     precision: str  # the scoring precision "auto" resolved to on the actors' kind of device
@@ -72,7 +73,8 @@ def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
     input_size = config.input_size or observers[0].input_size
     fs, root = resolve(config.data)
     gpu = config.use_gpu
-    plan = _Plan(fs=fs, root=root, classes=cmap.classes, columns=columns, input_size=input_size,
+    plan = _Plan(fs=fs, root=root, classes=cmap.classes, columns=columns, weights=[o.weights for o in observers],
+                 input_size=input_size,
                  crop_size=input_size // config.factor, gpu=gpu,
                  precision=resolve_scoring_precision(config.precision, "cuda" if gpu else "cpu"))
     return plan, index
@@ -430,8 +432,8 @@ def distill(config: RdedConfig) -> DistilledSet:
     _assemble_and_label(config, plan, layout, writer)
     timings["assemble_label_s"] = time.perf_counter() - t
     info = {"method": "rded", "classes": list(plan.classes), "observers": list(config.observers),
-            "observer_columns": plan.columns, "seed": config.seed, "config_hash": result_hash,
-            "input_size": plan.input_size, "factor": config.factor, "ipc": config.ipc}
+            "observer_columns": plan.columns, "observer_weights": plan.weights, "seed": config.seed,
+            "config_hash": result_hash, "input_size": plan.input_size, "factor": config.factor, "ipc": config.ipc}
     for folder in ("scores", "refine"):
         if (run.work / folder).exists():
             _remove_parts(run.work / folder)

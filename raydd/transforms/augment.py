@@ -20,7 +20,8 @@ import torch.nn.functional as F
 
 from raydd.transforms.grid import grid_spans
 
-__all__ = ["cutmix", "dsa", "hflip", "mixup", "random_crop_flip", "random_resized_crop", "shuffle_strips"]
+__all__ = ["cutmix", "dsa", "hflip", "mixup", "random_crop_flip", "random_resized_crop", "resized_boxes",
+           "shuffle_strips"]
 
 
 def shuffle_strips(x: torch.Tensor, factor: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -57,7 +58,7 @@ def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: torch.Generator | None = None,
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
     """Per sample, torchvision's RandomResizedCrop box (ten tries, else the whole image), resampled to the
-    input size (bilinear)."""
+    input size as torchvision resamples it (bilinear, sampling only inside the box)."""
     n, _, h, w = x.shape
     tries = 10
     area = torch.empty(n, tries).uniform_(scale[0], scale[1], generator=generator) * h * w
@@ -71,12 +72,27 @@ def random_resized_crop(x: torch.Tensor, scale: tuple[float, float], generator: 
     ch = torch.where(first >= 0, ch[torch.arange(n), idx], torch.full((n,), float(h)))
     left = (torch.rand(n, generator=generator) * (w - cw + 1)).floor()
     top = (torch.rand(n, generator=generator) * (h - ch + 1)).floor()
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = cw / w
-    theta[:, 1, 1] = ch / h
-    theta[:, 0, 2] = (2 * left + cw) / w - 1
-    theta[:, 1, 2] = (2 * top + ch) / h - 1
-    return _affine(x, theta.to(x.device, non_blocking=True))
+    return resized_boxes(x, top, left, ch, cw)
+
+
+def resized_boxes(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: torch.Tensor,
+                  width: torch.Tensor) -> torch.Tensor:
+    """Each sample's box (pixels, on the host) resized bilinearly to the full input size, all in one
+    ``grid_sample``: source positions are clamped into the box, as a resize of the cropped image clamps them, so
+    no pixel outside the box (or zero padding at the image's edge) leaks in."""
+    n, _, h, w = x.shape
+
+    def axis(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+        # align_corners=False: output pixel i reads source (i + ½)·length/size − ½ of the box, clamped into it,
+        # then written in grid_sample's coordinates, where −1 and 1 are the image's outer edges.
+        src = (torch.arange(size) + 0.5) * (length[:, None] / size) - 0.5
+        src = start[:, None] + torch.minimum(src.clamp(min=0), length[:, None] - 1)
+        return (2 * src + 1) / size - 1
+
+    gx, gy = axis(left, width, w), axis(top, height, h)
+    grid = torch.stack([gx[:, None, :].expand(n, h, w), gy[:, :, None].expand(n, h, w)], dim=-1)
+    grid = grid.to(x.device, x.dtype, non_blocking=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def hflip(x: torch.Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> torch.Tensor:
