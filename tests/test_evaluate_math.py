@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from raydd.evaluate import EvalConfig
-from raydd.evaluate.config import rded_batch_size
+from raydd.evaluate.config import rded_recipe, rded_test_side
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.evaluate.students import StudentPlan, _mixed_soft_targets, train_student
 from raydd.models.precision import autocast_dtype
@@ -159,8 +159,8 @@ def test_stored_labels_mix_as_distributions():
 
 
 def test_batch_sizes_by_ipc():
-    assert [rded_batch_size(i, 10) for i in (1, 10, 50)] == [10, 50, 100]
-    assert [rded_batch_size(i, 1000) for i in (1, 10, 50)] == [20, 100, 200]
+    assert [rded_recipe(i, 10, 32, "convnet3_bn")[0] for i in (1, 10, 50)] == [10, 50, 100]
+    assert [rded_recipe(i, 1000, 224, "resnet18")[0] for i in (1, 10, 50)] == [20, 100, 200]
 
 
 def test_config_validation():
@@ -269,3 +269,58 @@ def test_hard_labels_train_with_cross_entropy_under_either_protocol(monkeypatch)
     # CutMix's hard-label loss: one cross-entropy per label of the mixed pair.
     assert _batches_seen(monkeypatch, replace(plan, labels="hard"), soft=torch.randn(8, 2))[1][:2] == ["ce", "ce"]
     assert set(_batches_seen(monkeypatch, replace(plan, protocol="mtt"))[1]) == {"ce"}
+
+
+def test_rded_recipe_has_the_references_special_cases():
+    """Issue 29: argument.py's cases, not one rule: 200 classes (Tiny-ImageNet) stay at batch 100; 100 classes
+    double like 1,000 while other counts do not; CIFAR-100 ConvNet-3 → ConvNet-3 trains at 25 and 2e-3; students
+    have their own AdamW learning rates; a batch never exceeds the set."""
+    assert rded_recipe(10, 200, 64, "convnet4_bn") == (100, 1e-3)
+    assert rded_recipe(50, 200, 64, "resnet18_small") == (100, 1e-3)
+    assert rded_recipe(10, 100, 128, "resnet18") == (100, 1e-3)  # ImageNet-100
+    assert rded_recipe(10, 500, 224, "resnet18") == (50, 1e-3)
+    assert rded_recipe(10, 100, 32, "convnet3_bn", "convnet3_bn") == (25, 2e-3)
+    assert rded_recipe(10, 100, 32, "convnet3_bn", "resnet18_small") == (100, 1e-3)
+    assert rded_recipe(10, 10, 224, "mobilenet_v2") == (50, 2.5e-3)
+    assert rded_recipe(10, 10, 224, "efficientnet_b0")[1] == 2e-3
+    assert rded_recipe(10, 1000, 224, "vit_b_16")[1] == rded_recipe(10, 1000, 224, "swin_v2_t")[1] == 1e-4
+    assert rded_recipe(1, 5, 32, "convnet3_bn") == (5, 1e-3)
+
+
+def test_rded_tests_at_its_references_resize():
+    """Issue 29: ``Resize(size // 7 * 8)`` then a centre crop: CIFAR's 32 px test images are used as they are
+    (``round(32 · 8 / 7)`` = 37 upsampled them by 1.16×)."""
+    assert [rded_test_side(s) for s in (32, 64, 128, 224)] == [32, 72, 144, 256]
+
+
+def test_cifar_test_images_reach_rded_students_unresized(tmp_path):
+    from PIL import Image
+
+    from raydd.evaluate.runner import _load_val
+
+    pixels = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for name, image in zip(("a", "b"), pixels, strict=True):
+        (tmp_path / name).mkdir()
+        Image.fromarray(image.numpy()).save(tmp_path / name / "0.png")
+    x, y = _load_val(str(tmp_path), ["a", "b"], 32, "rded")
+    assert torch.equal(x, pixels.permute(0, 3, 1, 2)) and y.tolist() == [0, 1]
+
+
+def test_rded_reports_its_references_figure_and_runs_batch_norm_students_on_the_clean_batch(monkeypatch):
+    """Issue 29: the reference reports the best test every 10 epochs once past 80 % of training (250–300 of 300),
+    and runs a BatchNorm student on the un-mixed batch before the mixed one (its running statistics see both)."""
+    from raydd.evaluate.students import rded_reported_epochs
+
+    assert rded_reported_epochs(300) == [250, 260, 270, 280, 290, 300]
+    assert rded_reported_epochs(25) == [25]
+    plan = StudentPlan(protocol="rded", student="convnet3_bn", num_classes=2, input_size=32, epochs=25, batch_size=8,
+                       lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=1, eval_every=10)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 2
+    result = train_student(plan, 0, x, y, x, y, soft=torch.randn(8, 2))
+    assert [c["epoch"] for c in result["curve"]] == [10, 20, 25]
+    assert result["reference_acc"] == result["curve"][-1]["test_acc"]
+    assert train_student(replace(plan, protocol="mtt"), 0, x, y, x, y)["reference_acc"] is None
+    fed = {name: len(_batches_seen(monkeypatch, replace(plan, epochs=1, student=name), soft=torch.randn(8, 2))[0])
+           for name in ("convnet3_bn", "convnet3")}
+    assert fed == {"convnet3_bn": 2, "convnet3": 1}  # forward passes of the one training step: clean, mixed

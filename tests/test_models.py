@@ -7,7 +7,7 @@ from raydd.models import get_entry, get_model, list_models, load_observer, parse
 from raydd.models.checkpoint import find_checkpoint, load_reported_state
 from raydd.train import save_checkpoint
 
-SMALL = {"convnet3": 32, "convnet4": 64, "cifar_resnet20": 32, "resnet18_small": 32}
+SMALL = {"convnet3": 32, "convnet4": 64, "cifar_resnet20": 32, "resnet18_small": 32, "vit_b_16": 224}
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -23,6 +23,15 @@ def test_every_registered_model_builds_and_runs(name):
 
 def test_convnet3_has_the_literature_parameter_count():
     assert sum(p.numel() for p in get_model("convnet3", num_classes=10).parameters()) == 320_010
+
+
+def test_rded_convnets_use_batch_norm_as_its_reference_does():
+    """Issue 29: RDED's reference builds ConvNets with ``net_norm="batch"``; MTT's keep instance norm."""
+    bn = get_model("convnet3_bn", num_classes=10)
+    norms = [type(m) for m in bn.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))]
+    assert norms == [torch.nn.BatchNorm2d] * 3
+    assert sum(p.numel() for p in bn.parameters()) == 320_010
+    assert all(type(m) is not torch.nn.BatchNorm2d for m in get_model("convnet3").modules())
 
 
 def test_cifar_resnet_loads_prefixed_legacy_checkpoints(tmp_path):

@@ -8,17 +8,38 @@ from raydd.config import option
 from raydd.models.precision import check_train_precision
 from raydd.scaling import Restartable
 
-__all__ = ["EvalConfig", "rded_batch_size"]
+__all__ = ["EvalConfig", "rded_recipe", "rded_test_side"]
 
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("random", "random_patches", "herding")
 SCORES = ("none", "dd-ranking")
 
 
-def rded_batch_size(ipc: int, num_classes: int) -> int:
-    """RDED's batch sizes: 10 / 50 / 100 for IPC 1 / 10 / 50 (10 classes), doubled from 100 classes up."""
-    base = 10 if ipc <= 1 else 50 if ipc <= 10 else 100
-    return base * (2 if num_classes >= 100 else 1)
+# AdamW learning rates RDED's reference sets per student (argument.py); every other student trains at 1e-3.
+REFERENCE_ADAMW_LR = {"vgg11": 5e-4, "alexnet": 1e-4, "efficientnet_b0": 2e-3, "mobilenet_v2": 2.5e-3,
+                      "vit_b_16": 1e-4, "swin_v2_t": 1e-4}
+CONV3 = ("convnet3", "convnet3_bn")
+
+
+def rded_recipe(ipc: int, num_classes: int, input_size: int, student: str,
+                teacher_model: str = "") -> tuple[int, float]:
+    """Batch size and AdamW learning rate as RDED's reference sets them (argument.py), data sets told apart by
+    their class count and side: 10 / 50 / 100 images a batch at IPC 1 / 10 / 50, doubled for 100 and 1,000
+    classes; 100 on Tiny-ImageNet (200 classes, 64 px); CIFAR-100 distilled and evaluated with ConvNet-3 →
+    ConvNet-3: batch 25, lr 2e-3; never more than the set holds."""
+    batch = (10 if ipc <= 1 else 50 if ipc <= 10 else 100) * (2 if num_classes in (100, 1000) else 1)
+    lr = REFERENCE_ADAMW_LR.get(student, 1e-3)
+    if num_classes == 200 and input_size == 64:
+        batch = 100
+    if num_classes == 100 and input_size == 32 and student in CONV3 and teacher_model in CONV3:
+        batch, lr = 25, 2e-3
+    return min(batch, ipc * num_classes), lr
+
+
+def rded_test_side(size: int) -> int:
+    """The side RDED's reference resizes test images to before a centre crop of ``size``: ``size // 7 * 8``
+    (32 → 32, CIFAR's images as they are; 64 → 72; 224 → 256)."""
+    return size // 7 * 8
 
 
 @dataclass
@@ -29,7 +50,8 @@ class EvalConfig(Restartable):
     val_data: str = option(help="real validation images (same class folders)")
     out: str = option(help="report folder (never overwritten)")
     protocol: str = option("rded", help="rded (KD from a teacher, AdamW) or mtt (hard labels, DSA, SGD)")
-    student: str = option("convnet3", help="student model from the zoo")
+    student: str | None = option(None, help="student model from the zoo (default: convnet3_bn for RDED, whose "
+                                 "reference builds ConvNets with BatchNorm; convnet3, instance norm, for MTT)")
     input_size: int | None = option(None, help="student input side (default: the distilled images')")
     teacher: str | None = option(None, help="RDED: teacher observer spec (default: the set's first observer)")
     class_map: str | None = option(None, help="RDED: class map for the teacher ('imagenet' for wnid folders; "
@@ -40,8 +62,10 @@ class EvalConfig(Restartable):
     factor: int | None = option(None, help="RDED: patches per side for strip shuffling and the crop scale "
                                            "(default: the set's)")
     epochs: int | None = option(None, help="epochs (default: 300 RDED, 1000 MTT)")
-    batch_size: int | None = option(None, help="batch size (default: RDED's by IPC; 256 for MTT)")
-    lr: float | None = option(None, help="learning rate (default: 1e-3 RDED; the set's learned lr, else 0.01, MTT)")
+    batch_size: int | None = option(None, help="batch size (default: RDED's reference's by IPC, classes and "
+                                               "student; 256 for MTT)")
+    lr: float | None = option(None, help="learning rate (default: RDED's reference's per student, 1e-3 for most; "
+                                         "the set's learned lr, else 0.01, MTT)")
     weight_decay: float | None = option(None, help="weight decay (default: 0.01 RDED, 5e-4 MTT)")
     seeds: list[int] = option([0, 1, 2], help="one student per seed, trained in parallel", flags=("--seed",))
     baseline: str = option("none", help="also evaluate: none, random (real images), random_patches, herding "
@@ -69,6 +93,8 @@ class EvalConfig(Restartable):
             self.seeds = [self.seeds]
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        if self.student is None:
+            self.student = "convnet3_bn" if self.protocol == "rded" else "convnet3"
         unknown = [b for b in self.baselines() if b not in BASELINES]
         if unknown:
             raise ValueError(f"baseline must be none, both or among {BASELINES}, got {', '.join(unknown)}")

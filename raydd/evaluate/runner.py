@@ -26,7 +26,7 @@ from raydd.data.class_map import ClassMap
 from raydd.data.memory import load_labelled
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.evaluate.baselines import random_patches, random_subset
-from raydd.evaluate.config import EvalConfig, rded_batch_size
+from raydd.evaluate.config import EvalConfig, rded_recipe, rded_test_side
 from raydd.evaluate.herding import herding_subset
 from raydd.evaluate.scores import dd_ranking_scores
 from raydd.evaluate.students import StudentPlan, train_student
@@ -94,12 +94,13 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
 
 
 def _load_val(folder: str, classes: list[str], size: int, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real test images in the set's class order; RDED tests at a resize to size·8/7 and a centre crop."""
+    """Real test images in the set's class order; RDED tests at its reference's resize (``rded_test_side``) and
+    a centre crop."""
     index = list_images(folder)
     missing = sorted(set(classes) - set(index.classes))
     if missing:
         raise ValueError(f"validation data {folder} lacks class(es) {', '.join(missing[:8])}")
-    load = round(size * 8 / 7) if protocol == "rded" else size
+    load = rded_test_side(size) if protocol == "rded" else size
     loaded = load_labelled(index, classes, size=load)
     x, y = loaded.images, loaded.labels
     if load != size:
@@ -121,14 +122,15 @@ def _teacher(config: EvalConfig, source: _Source) -> tuple[str, list[int] | None
     return spec, in_set_order.restricted(info.num_outputs)
 
 
-def _plan(config: EvalConfig, source: _Source, size: int) -> StudentPlan:
+def _plan(config: EvalConfig, source: _Source, size: int, teacher_model: str = "") -> StudentPlan:
     rded = config.protocol == "rded"
-    lr = config.lr if config.lr is not None else (1e-3 if rded else source.learned_lr or 0.01)
+    batch, lr = rded_recipe(source.ipc, len(source.classes), size, config.student, teacher_model) if rded else (
+        256, source.learned_lr or 0.01)
     return StudentPlan(
         protocol=config.protocol, student=config.student, num_classes=len(source.classes), input_size=size,
-        epochs=config.epochs or (300 if rded else 1000),
-        batch_size=config.batch_size or (rded_batch_size(source.ipc, len(source.classes)) if rded else 256),
-        lr=lr, weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
+        epochs=config.epochs or (300 if rded else 1000), batch_size=config.batch_size or batch,
+        lr=config.lr if config.lr is not None else lr,
+        weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
         temperature=config.temperature or (20.0 if config.mix == "cutmix" else 4.0), mix=config.mix,
         factor=config.factor or source.factor, eval_every=config.eval_every, precision=config.precision,
         threads=config.threads_per_worker or max(1, int(config.cpus_per_worker or 1)))
@@ -159,8 +161,9 @@ def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[
                            report=report, device=device, state=state)
     # Tune's loggers take scalars only: the lists travel as JSON. test_acc repeats the final figure so that the
     # progress table shows it for finished trials too.
+    reference = {} if result["reference_acc"] is None else {"reference_acc": result["reference_acc"]}
     tune.report({"epoch": plan.epochs, "test_acc": result["final_acc"], "final_acc": result["final_acc"],
-                 "best_acc": result["best_acc"],
+                 "best_acc": result["best_acc"], **reference,
                  "per_class_acc_json": json.dumps(result["per_class_acc"]), "curve_json": json.dumps(result["curve"])})
 
 
@@ -214,9 +217,19 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "final_acc_mean": round(float(finals.mean()), 2),
         "final_acc_std": round(float(finals.std()), 2),
         "best_over_evaluations_mean": round(float(best.mean()), 2),
+        **_reference_figure(rows),
         "per_class_acc_mean": [round(float(v) * 100, 2) for v in np.mean([r["per_class_acc"] for r in rows], 0)],
         "curves": [r["curve"] for r in rows],
     }
+
+
+def _reference_figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """RDED's reported figure (best test every 10 epochs in the last 20 %), per seed and mean ± std."""
+    if any(r.get("reference_acc") is None for r in rows):
+        return {}
+    values = np.array([r["reference_acc"] for r in rows]) * 100
+    return {"reference_acc": [round(float(v), 2) for v in values], "reference_acc_mean": round(float(values.mean()), 2),
+            "reference_acc_std": round(float(values.std()), 2)}
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:
@@ -291,8 +304,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     if data.x.shape[-1] != size:
         data = replace(data, x=torch.nn.functional.interpolate(data.x.float(), size=(size, size), mode="bilinear",
                                                                antialias=True).round().clamp(0, 255).byte())
-    plan = _plan(config, source, size)
     teacher = _teacher(config, source) if config.protocol == "rded" else None
+    plan = _plan(config, source, size, observer_info(teacher[0]).model if teacher else "")
     sets = {"distilled": data}
     chosen: dict[str, dict[str, list[str]]] = {}
     if config.baselines():
@@ -372,6 +385,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
                                f"run the same command again to continue it (its work is in {run.work})")
         rows[_name(trial)].append({
             "seed": trial["seed"], "final_acc": metrics["final_acc"], "best_acc": metrics["best_acc"],
+            "reference_acc": metrics.get("reference_acc"),
             "per_class_acc": json.loads(metrics["per_class_acc_json"]), "curve": json.loads(metrics["curve_json"])})
     report = {
         "protocol": config.protocol, "student": config.student, "config": asdict(config), "plan": asdict(plan),
@@ -379,8 +393,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
         "skipped_files": source.skipped_files or {},
         "sets": {name: _summary(sorted(r, key=lambda x: x["seed"])) for name, r in rows.items()},
         "baselines": {name: {"files": files} for name, files in chosen.items()},
-        "note": "final_acc is the accuracy after the last epoch; best_over_evaluations is the maximum over the "
-                "periodic tests (the reference codes' figure), shown for comparison only; std is over seeds (ddof=0).",
+        "note": "final_acc is the accuracy after the last epoch; best_over_evaluations is the maximum over every "
+                "periodic test; reference_acc (RDED) is the figure RDED's reference code reports, the best of its "
+                "tests every 10 epochs in the last 20 % of training; std is over seeds (ddof=0).",
     }
     if config.scores == "dd-ranking":
         if full_acc is None:

@@ -23,7 +23,7 @@ from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, build_model
 from raydd.transforms.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 
-__all__ = ["StudentPlan", "train_student"]
+__all__ = ["StudentPlan", "rded_reported_epochs", "train_student"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ class StudentPlan:
     precision: str = "fp32"
     labels: str = "method"  # "hard": cross-entropy on the class labels, whatever the protocol (DD-Ranking's HLR)
     augment: bool = True  # False: no strip shuffle, crop, flip or mixing (RDED), no DSA (MTT) — DD-Ranking's ARS
+
+
+def rded_reported_epochs(epochs: int) -> list[int]:
+    """The epochs (1-based) at which RDED's reference tests and keeps the best: every 10th and the last, once past
+    80 % of training (its ``validation/main.py``; 250, 260, …, 300 of 300)."""
+    return [n for n in range(1, epochs + 1) if (n % 10 == 0 or n == epochs) and n - 1 > 0.8 * epochs]
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +105,8 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                   report: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
                   device: torch.device | str = "cpu", zca: Zca | None = None,
                   state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train a fresh student and test it; returns the final accuracy, per-class accuracy and the curve.
+    """Train a fresh student and test it; returns the final accuracy, per-class accuracy, the curve and (RDED)
+    the figure its reference reports: the best test at ``rded_reported_epochs``.
 
     RDED protocol needs ``teacher`` (online) or ``soft`` (stored logits, one row per image); MTT uses labels.
     ``plan.precision`` autocasts the student's and the teacher's forward passes; weights, optimizer state and
@@ -134,6 +141,11 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         curve, per_class, start = list(state["curve"]), list(state["per_class"]), int(state["epoch"])
     steps = math.ceil(len(train_x) / plan.batch_size)
     hard = plan.protocol == "mtt" or plan.labels == "hard"
+    reported = set(rded_reported_epochs(plan.epochs)) if plan.protocol == "rded" else set()
+    # RDED's reference runs the student on the un-mixed batch (for its train accuracy, without gradients) before
+    # the mixed one; in train mode that pass also moves BatchNorm's running statistics, which the test uses.
+    clean_pass = plan.protocol == "rded" and plan.augment and any(
+        isinstance(m, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm)) for m in model.modules())
     # The set (small, uint8) lives on the device for the whole run: a batch is an index, not a host copy.
     train_x, train_y = train_x.to(device), train_y.to(device)
     soft = soft.to(device) if soft is not None else None
@@ -153,6 +165,9 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                 x = shuffle_strips(x, plan.factor, generator)
                 x = random_resized_crop(x, (1.0 / plan.factor, 1.0), generator)
                 x = hflip(x, generator)
+                if clean_pass:
+                    with torch.no_grad(), autocast(device, dtype):
+                        model(prepare(x))
                 x, perm, lam = (cutmix(x, generator)[:3] if plan.mix == "cutmix" else mixup(x, generator))
                 perm = perm.to(device, non_blocking=True)
             elif plan.protocol == "mtt" and plan.augment:
@@ -178,7 +193,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
         done = epoch + 1 - first_epoch
         metrics = {"epoch": epoch + 1, "train_loss": float(loss_sum) / steps,
                    "images_per_s": done * len(train_x) / elapsed, "eta_s": elapsed / done * (plan.epochs - epoch - 1)}
-        if (epoch + 1) % plan.eval_every == 0 or epoch + 1 == plan.epochs:
+        if (epoch + 1) % plan.eval_every == 0 or epoch + 1 == plan.epochs or epoch + 1 in reported:
             test_acc, per_class = _test(model, val_x, val_y, plan.num_classes, device, prepare, dtype)
             curve.append({"epoch": epoch + 1, "test_acc": test_acc})
             if report is not None:
@@ -187,5 +202,6 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                         "generator": generator.get_state(), "curve": curve, "per_class": per_class})
         elif report is not None:
             report(metrics, None)
+    at_reported = [c["test_acc"] for c in curve if c["epoch"] in reported]
     return {"final_acc": curve[-1]["test_acc"], "best_acc": max(c["test_acc"] for c in curve),
-            "per_class_acc": per_class, "curve": curve}
+            "reference_acc": max(at_reported) if at_reported else None, "per_class_acc": per_class, "curve": curve}

@@ -16,7 +16,8 @@ from raydd.models.registry import Normalization, register_model
 
 __all__ = ["REFERENCE_WEIGHTS", "TORCHVISION_MODELS", "efficientnet_lite0", "pretrained_weights", "torchvision_model"]
 
-TORCHVISION_MODELS = ("resnet18", "resnet50", "resnet101", "mobilenet_v2", "efficientnet_b0")
+TORCHVISION_MODELS = ("resnet18", "resnet50", "resnet101", "mobilenet_v2", "efficientnet_b0", "vgg11", "alexnet",
+                      "vit_b_16", "swin_v2_t")  # the students RDED's reference names, and its observers
 LITE_NORM = Normalization((0.498, 0.498, 0.498), (0.502, 0.502, 0.502))
 
 

@@ -38,8 +38,9 @@ class ObserverInfo:
     input_size: int
     num_outputs: int
     class_names: tuple[str, ...] | None = None
-    # Which weights the spec loads (a torchvision enum member, a file, a package): provenance for the manifest,
-    # not a planning fact, so two infos that plan alike compare equal whatever each knows of it.
+    # The architecture's zoo name and which weights the spec loads (a torchvision enum member, a file, a package):
+    # provenance for the manifest and the recipe, not planning facts, so infos that plan alike compare equal.
+    model: str = field(default="", compare=False)
     weights: str = field(default="", compare=False)
 
     def class_map_for(self, data_classes: Sequence[str], spec: str | ClassMap | None = None) -> ClassMap:
@@ -172,14 +173,15 @@ def observer_info(spec: str) -> ObserverInfo:
     if entry is None:
         state = read_checkpoint(path, mmap=True)
         return ObserverInfo(spec, state["input_size"], len(state["classes"]), tuple(state["classes"]),
-                            weights=f"checkpoint {path}")
+                            model=state["model"], weights=f"checkpoint {path}")
     if path is not None and not Path(path).exists():
         raise FileNotFoundError(f"weights file not found: {path}")
     if path is None and entry.pretrained == "torchvision":
         from raydd.models.imagenet import ensure_torchvision_weights
 
         ensure_torchvision_weights(entry.name, choice)  # a failed download is an error here, not in an actor
-    return ObserverInfo(spec, entry.input_size, entry.num_classes, weights=_weights_label(entry, path, choice))
+    return ObserverInfo(spec, entry.input_size, entry.num_classes, model=entry.name,
+                        weights=_weights_label(entry, path, choice))
 
 
 def load_model_checkpoint(path: str | Path, *, spec: str | None = None) -> Observer:
