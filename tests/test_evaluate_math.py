@@ -308,7 +308,8 @@ def test_cifar_test_images_reach_rded_students_unresized(tmp_path):
 
 def test_rded_reports_its_references_figure_and_runs_batch_norm_students_on_the_clean_batch(monkeypatch):
     """Issue 29: the reference reports the best test every 10 epochs once past 80 % of training (250–300 of 300),
-    and runs a BatchNorm student on the un-mixed batch before the mixed one (its running statistics see both)."""
+    and runs a BatchNorm student once more on its batch before mixing, without gradients (its running statistics
+    see it); its CutMix pastes in place, so that batch is the mixed one."""
     from raydd.evaluate.students import rded_reported_epochs
 
     assert rded_reported_epochs(300) == [250, 260, 270, 280, 290, 300]
@@ -323,4 +324,8 @@ def test_rded_reports_its_references_figure_and_runs_batch_norm_students_on_the_
     assert train_student(replace(plan, protocol="mtt"), 0, x, y, x, y)["reference_acc"] is None
     fed = {name: len(_batches_seen(monkeypatch, replace(plan, epochs=1, student=name), soft=torch.randn(8, 2))[0])
            for name in ("convnet3_bn", "convnet3")}
-    assert fed == {"convnet3_bn": 2, "convnet3": 1}  # forward passes of the one training step: clean, mixed
+    assert fed == {"convnet3_bn": 2, "convnet3": 1}  # forward passes of the one training step
+    (mixed, clean), _, _ = _batches_seen(monkeypatch, replace(plan, epochs=1), soft=torch.randn(8, 2))
+    assert torch.equal(mixed, clean)  # under CutMix, which the reference applies in place, both see the mixed batch
+    (mixed, clean), _, _ = _batches_seen(monkeypatch, replace(plan, epochs=1, mix="mixup"), soft=torch.randn(8, 2))
+    assert not torch.equal(mixed, clean)

@@ -142,8 +142,8 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     steps = math.ceil(len(train_x) / plan.batch_size)
     hard = plan.protocol == "mtt" or plan.labels == "hard"
     reported = set(rded_reported_epochs(plan.epochs)) if plan.protocol == "rded" else set()
-    # RDED's reference runs the student on the un-mixed batch (for its train accuracy, without gradients) before
-    # the mixed one; in train mode that pass also moves BatchNorm's running statistics, which the test uses.
+    # RDED's reference runs the student once more without gradients on the batch before mixing (for its train
+    # accuracy); in train mode that pass also moves BatchNorm's running statistics, which the test uses.
     clean_pass = plan.protocol == "rded" and plan.augment and any(
         isinstance(m, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm)) for m in model.modules())
     # The set (small, uint8) lives on the device for the whole run: a batch is an index, not a host copy.
@@ -165,10 +165,11 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                 x = shuffle_strips(x, plan.factor, generator)
                 x = random_resized_crop(x, (1.0 / plan.factor, 1.0), generator)
                 x = hflip(x, generator)
-                if clean_pass:
-                    with torch.no_grad(), autocast(device, dtype):
-                        model(prepare(x))
+                unmixed = x
                 x, perm, lam = (cutmix(x, generator)[:3] if plan.mix == "cutmix" else mixup(x, generator))
+                if clean_pass:  # the reference's CutMix pastes in place: its "un-mixed" batch is the mixed one
+                    with torch.no_grad(), autocast(device, dtype):
+                        model(prepare(x if plan.mix == "cutmix" else unmixed))
                 perm = perm.to(device, non_blocking=True)
             elif plan.protocol == "mtt" and plan.augment:
                 x = dsa(x, generator)
