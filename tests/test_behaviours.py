@@ -141,7 +141,9 @@ def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_sessio
 
     stored = EvalConfig(**common, out=str(tmp_path / "stored"), soft_labels="stored", baseline="both",
                         real_data=str(data))
-    assert torch.equal(_load_set(stored)[0].soft, dense_logits(*distilled.soft_labels(), 3))
+    loaded = _load_set(stored)[0]
+    assert torch.equal(loaded.soft, dense_logits(*distilled.soft_labels(), 3))
+    assert loaded.cells.shape == (3, 4, 3)  # and each image's 2 × 2 cells' labels, which label the views
     report = evaluate(stored)
     assert set(report["sets"]) == {"distilled", "random", "random_patches"}
     # A trial that fails (a ConvNet-3 cannot pool a 4-pixel input) stops the run, saying how to continue.

@@ -329,3 +329,41 @@ def test_rded_reports_its_references_figure_and_runs_batch_norm_students_on_the_
     assert torch.equal(mixed, clean)  # under CutMix, which the reference applies in place, both see the mixed batch
     (mixed, clean), _, _ = _batches_seen(monkeypatch, replace(plan, epochs=1, mix="mixup"), soft=torch.randn(8, 2))
     assert not torch.equal(mixed, clean)
+
+
+def test_a_stored_view_label_is_its_cells_labels_by_the_area_each_shows():
+    """Issue 29: a strip-shuffled, cropped, CutMixed view is labelled by the cells it shows — each image's own
+    outside the box, its partner's inside — not by its whole stitched image's label."""
+    from raydd.evaluate.students import _cell_maps, _view_soft_targets
+
+    t = 4.0
+    cells = torch.full((2, 4, 8), -30.0)
+    for image in range(2):
+        for c in range(4):
+            cells[image, c, 4 * image + c] = 30.0  # cell c of image i is class 4i + c, with certainty
+    maps = _cell_maps(8, 2, torch.device("cpu")).expand(2, -1, -1, -1)
+    perm = torch.tensor([1, 0])
+    probs = F.softmax(_view_soft_targets(cells, maps, perm, 1.0, (0, 0, 4, 4), t) / t, dim=1)
+    # Image 0's view: its cells 1, 2, 3 outside the 4×4 box at the top left, image 1's cell 0 inside it.
+    assert torch.allclose(probs[0], torch.tensor([0, 0.25, 0.25, 0.25, 0.25, 0, 0, 0]), atol=1e-6)
+    mixed = F.softmax(_view_soft_targets(cells, maps, perm, 0.75, None, t) / t, dim=1)  # Mixup, λ = 0.75
+    assert torch.allclose(mixed[0], torch.tensor([0.1875] * 4 + [0.0625] * 4), atol=1e-6)
+
+
+def test_stored_view_labels_keep_the_online_views_and_change_their_labels(monkeypatch):
+    import raydd.evaluate.students as students
+
+    plan = StudentPlan(protocol="rded", student="convnet3", num_classes=8, input_size=32, epochs=1, batch_size=8,
+                       lr=1e-3, weight_decay=0.01, temperature=4.0, mix="cutmix", factor=2, eval_every=1)
+    targets: list[torch.Tensor] = []
+    real_kd = students.kd_loss
+    monkeypatch.setattr(students, "kd_loss", lambda logits, target, t: targets.append(target) or real_kd(
+        logits, target, t))
+    cells = torch.randn(8, 4, 8, generator=torch.Generator().manual_seed(1)) * 5
+    soft = cells.mean(1)
+    torch.manual_seed(0)  # _batches_seen draws its images from the global generator
+    whole, _, _ = _batches_seen(monkeypatch, plan, soft=soft)
+    torch.manual_seed(0)
+    by_view, _, _ = _batches_seen(monkeypatch, plan, soft=soft, cells=cells)
+    assert all(torch.equal(a, b) for a, b in zip(whole, by_view, strict=True))  # the same draws, the same views
+    assert not torch.allclose(targets[0], targets[1])

@@ -7,9 +7,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from raydd.models.logits import dense_logits, in_fixed_batches, patch_views, topk_logits
+from raydd.models.logits import dense_logits, in_fixed_batches, patch_views, tail_stats, topk_logits
 from raydd.rded import RdedConfig
 from raydd.rded.scoring import pad_to_canvas, realism_scores, score_crops
 from raydd.rded.selection import best_crops, combine_topk, in_doubt, partial_topk
@@ -115,6 +116,29 @@ def test_soft_label_topk_round_trip():
     dense = dense_logits(idx, val, 4)
     assert dense[0, 1] == 5 and dense[0, 2] == 3 and dense[0, 0] == dense[0, 3] == -7
     assert torch.equal(dense_logits(*topk_logits(logits, 4), 4), logits)
+
+
+def test_stored_top_k_keeps_the_tempered_distribution_of_1000_classes():
+    """Issue 29: at T = 20 a 1,000-class teacher's tempered label is nearly flat (the top 10 hold a few per cent),
+    so how the classes outside a stored top-10 are filled decides what the label says of the top 10. Filled from
+    the stored mean and std of the rest, each top-10 probability is the teacher's to within 1 %; filled at
+    "smallest stored logit − 10" the rest lost mass and the top 10 gained a quarter to a third."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 1000, generator=g) * 2.0
+    logits[torch.arange(64), torch.randint(0, 1000, (64,), generator=g)] += 12.0  # a confident top class
+    full = F.softmax(logits / 20, dim=1)
+    idx, val = topk_logits(logits, 10)
+    top = torch.from_numpy(idx).long()
+
+    def top_error(dense: torch.Tensor) -> float:
+        stored, true = F.softmax(dense / 20, dim=1).gather(1, top), full.gather(1, top)
+        return float(((stored - true).abs() / true).max())
+
+    assert top_error(dense_logits(idx, val, 1000, tail=tail_stats(logits, 10), temperature=20)) < 0.01
+    assert top_error(dense_logits(idx, val, 1000)) > 0.2
+    rest = logits.sort(1, descending=True).values[:, 10:]
+    expected = torch.stack([rest.mean(1), rest.std(1, correction=0)], 1).numpy()
+    assert np.allclose(tail_stats(logits, 10), expected, atol=1e-5)
 
 
 def test_patch_views_cut_every_cell():

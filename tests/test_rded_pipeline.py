@@ -131,6 +131,7 @@ def test_pipeline_matches_the_plain_algorithm_and_is_deterministic(setup, ray_se
     idx, val = one.soft_labels()
     assert idx.shape == (6, 3) and val.dtype == np.float16
     assert one.soft_labels(patches=True)[0].shape == (24, 3)
+    assert one.soft_label_tails(patches=True).shape == (24, 2)  # k = 3 keeps all 3 classes: nothing outside
     assert (one.path / "montage.png").exists() and (one.path / "config.yaml").exists()
     assert one.stats["candidates"] == 30 and one.stats["crops_scored"] == 90
 

@@ -49,6 +49,7 @@ class _TrainingSet:
     x: torch.Tensor
     y: torch.Tensor
     soft: torch.Tensor | None = None
+    cells: torch.Tensor | None = None  # stored labels of each image's grid cells, [N, factor², classes]
 
 
 @dataclass
@@ -70,11 +71,11 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
         distilled = DistilledSet(config.distilled)
         x, y = distilled.images()
         meta = distilled.meta
-        soft = None
+        soft = cells = None
         if config.protocol == "rded" and config.soft_labels == "stored":
-            soft = dense_logits(*distilled.soft_labels(), len(distilled.classes))
+            soft, cells = _stored_labels(distilled, _temperature(config))
         counts = np.bincount(y.numpy())
-        return _TrainingSet(x, y, soft), _Source(
+        return _TrainingSet(x, y, soft, cells), _Source(
             classes=distilled.classes, factor=int(meta.get("factor", 1)), ipc=int(counts.max()),
             observers=list(meta.get("observers", [])), columns=meta.get("observer_columns"),
             learned_lr=meta.get("learned_lr"),
@@ -91,6 +92,24 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
     return _TrainingSet(loaded.images, loaded.labels), _Source(
         classes=classes, factor=config.factor or 1, ipc=int(np.bincount(loaded.labels.numpy()).max()), observers=[],
         columns=None, learned_lr=None, skipped_files=dict(loaded.stats.skipped))
+
+
+def _temperature(config: EvalConfig) -> float:
+    return config.temperature or (20.0 if config.mix == "cutmix" else 4.0)
+
+
+def _stored_labels(distilled: DistilledSet, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The set's stored labels as dense logits at ``temperature``: per image, and per grid cell
+    (``[N, factor², classes]``, None when the set has no patch labels) for labelling a view by what it shows."""
+    classes = len(distilled.classes)
+    soft = dense_logits(*distilled.soft_labels(), classes, tail=distilled.soft_label_tails(),
+                        temperature=temperature)
+    indices, values = distilled.soft_labels(patches=True)
+    if len(indices) == 0 or len(indices) % len(soft):
+        return soft, None
+    cells = dense_logits(indices, values, classes, tail=distilled.soft_label_tails(patches=True),
+                         temperature=temperature)
+    return soft, cells.view(len(soft), -1, classes)
 
 
 def _load_val(folder: str, classes: list[str], size: int, protocol: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +150,7 @@ def _plan(config: EvalConfig, source: _Source, size: int, teacher_model: str = "
         epochs=config.epochs or (300 if rded else 1000), batch_size=config.batch_size or batch,
         lr=config.lr if config.lr is not None else lr,
         weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
-        temperature=config.temperature or (20.0 if config.mix == "cutmix" else 4.0), mix=config.mix,
+        temperature=_temperature(config), mix=config.mix,
         factor=config.factor or source.factor, eval_every=config.eval_every, precision=config.precision,
         threads=config.threads_per_worker or max(1, int(config.cpus_per_worker or 1)))
 
@@ -157,7 +176,8 @@ def _trial(params: dict[str, Any], *, sets: dict[str, _TrainingSet], val: tuple[
             torch.save(student, Path(folder) / STUDENT_STATE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-    result = train_student(plan, trial["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft, zca=zca,
+    result = train_student(plan, trial["seed"], data.x, data.y, *val, teacher=observer, soft=data.soft,
+                           cells=data.cells, zca=zca,
                            report=report, device=device, state=state)
     # Tune's loggers take scalars only: the lists travel as JSON. test_acc repeats the final figure so that the
     # progress table shows it for finished trials too.

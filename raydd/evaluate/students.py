@@ -22,6 +22,7 @@ from raydd.models.observer import Observer
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, build_model
 from raydd.transforms.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
+from raydd.transforms.grid import grid_cells
 
 __all__ = ["StudentPlan", "rded_reported_epochs", "train_student"]
 
@@ -99,9 +100,40 @@ def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temp
     return temperature * torch.log(lam * probs + (1 - lam) * probs[perm] + 1e-12)
 
 
+def _cell_maps(size: int, factor: int, device: torch.device) -> torch.Tensor:
+    """``[factor², size, size]``: one channel per grid cell, 1 inside it. Carried through the view's
+    augmentations beside the pixels, each channel's sum over a view is that cell's area in it."""
+    maps = torch.zeros(factor * factor, size, size, device=device)
+    for c, (top, left, h, w) in enumerate(grid_cells(size, factor)):
+        maps[c, top:top + h, left:left + w] = 1.0
+    return maps
+
+
+def _view_soft_targets(cells: torch.Tensor, maps: torch.Tensor, perm: torch.Tensor, lam: float,
+                       box: tuple[int, int, int, int] | None, temperature: float) -> torch.Tensor:
+    """Stored labels for the views the student sees: each image's cell labels (tempered distributions)
+    weighted by the cells' areas in its view, and under CutMix by what of each image the mixed view shows (its
+    own pixels outside the box, the partner's inside), under Mixup by λ; returned as logits whose tempered softmax
+    is that mixture. ``cells`` ``[B, factor², C]`` logits, ``maps`` ``[B, factor², S, S]`` the augmented cell maps."""
+    probs = F.softmax(cells / temperature, dim=2)
+    if box is None:
+        share = maps.mean((2, 3))
+        view = (share[..., None] * probs).sum(1)
+        mixed = lam * view + (1 - lam) * view[perm]
+    else:
+        top, left, bottom, right = box
+        inside = torch.zeros(maps.shape[-2:], device=maps.device)
+        inside[top:bottom, left:right] = 1.0
+        own = (maps * (1 - inside)).sum((2, 3))
+        pasted = (maps[perm] * inside).sum((2, 3))
+        mixed = (own[..., None] * probs).sum(1) + (pasted[..., None] * probs[perm]).sum(1)
+        mixed = mixed / (own.sum(1) + pasted.sum(1))[:, None]
+    return temperature * torch.log(mixed + 1e-12)
+
+
 def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: torch.Tensor,
                   val_x: torch.Tensor, val_y: torch.Tensor, *, teacher: Observer | None = None,
-                  soft: torch.Tensor | None = None,
+                  soft: torch.Tensor | None = None, cells: torch.Tensor | None = None,
                   report: Callable[[dict[str, Any], dict[str, Any] | None], None] | None = None,
                   device: torch.device | str = "cpu", zca: Zca | None = None,
                   state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -109,6 +141,8 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     the figure its reference reports: the best test at ``rded_reported_epochs``.
 
     RDED protocol needs ``teacher`` (online) or ``soft`` (stored logits, one row per image); MTT uses labels.
+    With ``cells`` (stored logits of each image's grid cells, ``[N, factor², C]``) an augmented view is labelled
+    by the cells it shows (``_view_soft_targets``) instead of by its whole image's label.
     ``plan.precision`` autocasts the student's and the teacher's forward passes; weights, optimizer state and
     the loss stay fp32.
     ``zca``: a set distilled in ZCA space (MTT's CIFAR setting) trains and tests on whitened inputs.
@@ -149,6 +183,11 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     # The set (small, uint8) lives on the device for the whole run: a batch is an index, not a host copy.
     train_x, train_y = train_x.to(device), train_y.to(device)
     soft = soft.to(device) if soft is not None else None
+    by_view = cells is not None and plan.protocol == "rded" and plan.augment and not hard and plan.factor > 1
+    if by_view:
+        if cells.shape[1] != plan.factor**2:
+            raise ValueError(f"stored labels for {cells.shape[1]} cells an image, but factor {plan.factor}")
+        cells, maps = cells.to(device), _cell_maps(train_x.shape[-1], plan.factor, device)
     started, first_epoch = time.perf_counter(), start
     for epoch in range(start, plan.epochs):
         for group in optimizer.param_groups:
@@ -160,13 +199,20 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
             batch = order[step * plan.batch_size:(step + 1) * plan.batch_size].to(device, non_blocking=True)
             x = train_x[batch].float() / 255
             y = train_y[batch]
-            perm, lam = None, 1.0
+            perm, lam, box = None, 1.0, None
             if plan.protocol == "rded" and plan.augment:
+                if by_view:  # the cell maps ride along as extra channels: the same draws, the same view
+                    x = torch.cat([x, maps.expand(len(x), -1, -1, -1)], 1)
                 x = shuffle_strips(x, plan.factor, generator)
                 x = random_resized_crop(x, (1.0 / plan.factor, 1.0), generator)
                 x = hflip(x, generator)
+                if by_view:
+                    x, view_maps = x[:, :3].contiguous(), x[:, 3:]
                 unmixed = x
-                x, perm, lam = (cutmix(x, generator)[:3] if plan.mix == "cutmix" else mixup(x, generator))
+                if plan.mix == "cutmix":
+                    x, perm, lam, box = cutmix(x, generator)
+                else:
+                    x, perm, lam = mixup(x, generator)
                 if clean_pass:  # the reference's CutMix pastes in place: its "un-mixed" batch is the mixed one
                     with torch.no_grad(), autocast(device, dtype):
                         model(prepare(x if plan.mix == "cutmix" else unmixed))
@@ -180,7 +226,9 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                 if perm is not None:  # the mixed image's label is the λ-weighted pair (CutMix's hard-label loss)
                     loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm])
             else:
-                if soft is not None:
+                if by_view:
+                    target = _view_soft_targets(cells[batch], view_maps, perm, lam, box, plan.temperature)
+                elif soft is not None:
                     rows = soft[batch]
                     target = rows if perm is None else _mixed_soft_targets(rows, perm, lam, plan.temperature)
                 else:

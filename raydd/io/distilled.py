@@ -242,16 +242,26 @@ class DistilledSet:
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(self.manifest.column("class_index").to_pylist(), dtype=torch.long)
 
-    def soft_labels(self, *, patches: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, fp16 logits) of the stored top-k soft labels, per image (or per patch), manifest order."""
+    def _label_rows(self, patches: bool) -> pa.Table:
         table = pq.read_table(self.path / "soft_labels.parquet")
         rows = table.filter(pa.compute.greater_equal(table["patch"], 0) if patches
                             else pa.compute.equal(table["patch"], -1))
-        order = np.lexsort((rows["patch"].to_numpy(), rows["image"].to_numpy()))
-        rows = rows.take(pa.array(order))
+        return rows.take(pa.array(np.lexsort((rows["patch"].to_numpy(), rows["image"].to_numpy()))))
+
+    def soft_labels(self, *, patches: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, fp16 logits) of the stored top-k soft labels, per image (or per patch), manifest order."""
+        rows = self._label_rows(patches)
         indices = np.stack(rows["indices"].to_numpy(zero_copy_only=False))
         values = np.stack(rows["logits"].to_numpy(zero_copy_only=False)).astype(np.float16)
         return indices, values
+
+    def soft_label_tails(self, *, patches: bool = False) -> np.ndarray | None:
+        """``[rows, 2]`` mean and std of the logits outside each stored top-k, in ``soft_labels``' order; None
+        for sets written before they were stored."""
+        rows = self._label_rows(patches)
+        if "tail" not in rows.column_names:
+            return None
+        return np.stack(rows["tail"].to_numpy(zero_copy_only=False)).astype(np.float32)
 
     def export_ddranking(self, out: str | Path) -> Path:
         """DD-Ranking's input: an ImageFolder (``<class>/<n>.png``) and ``soft_labels.pt`` (dense logits
@@ -271,7 +281,7 @@ class DistilledSet:
                 raise UnsafeClassNameError(f"{self.path}: manifest file {name!r} is not images/<class>/<file>")
             check_class_names(parts[1:], source=f"{self.path}'s manifest")
         indices, values = self.soft_labels()
-        dense = dense_logits(indices, values, len(self.classes))
+        dense = dense_logits(indices, values, len(self.classes), tail=self.soft_label_tails())
         order = sorted(range(len(files)), key=lambda i: files[i])
         for i in order:
             dest = work / Path(files[i]).relative_to("images")

@@ -62,14 +62,15 @@ class DistilledSetWriter:
 
     def add(self, class_index: int, encoded: bytes, *, sources: list[str], n: int | None = None,
             sha256: str | None = None, boxes: list[list[int]] | None = None, scores: list[float] | None = None,
-            label: tuple[np.ndarray, np.ndarray] | None = None,
-            patch_labels: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> str:
+            label: tuple[np.ndarray, ...] | None = None,
+            patch_labels: Sequence[tuple[np.ndarray, ...]] = ()) -> str:
         """Write one image and record its row; returns its path in the set.
 
         ``n`` is its number within its class (the next one when not given; give all or none); ``sources`` the
         real images it was made of (per patch, with ``boxes`` and realism ``scores`` when the method has them: all
-        images or none); ``label`` and ``patch_labels`` its soft labels as top-k (indices, logits), the whole
-        image's and each patch's. ``sha256`` saves hashing what a worker hashed.
+        images or none); ``label`` and ``patch_labels`` its soft labels as top-k (indices, logits[, tail]), the
+        whole image's and each patch's, ``tail`` the mean and std of the logits outside the top-k (all labels or
+        none). ``sha256`` saves hashing what a worker hashed.
         """
         if n is None:
             n = self._counts.get(class_index, 0)
@@ -122,6 +123,11 @@ class DistilledSetWriter:
                                                         pa.int32()),
                              "logits": fixed_size_list(np.stack([lb[1] for _, _, lb in labels]).astype(np.float16),
                                                        pa.float16())})
+            tails = [lb[2] for _, _, lb in labels if len(lb) > 2]
+            if tails and len(tails) != len(labels):
+                raise ValueError(f"{len(tails)} of {len(labels)} soft labels have a tail: give it for all or none")
+            if tails:
+                soft = soft.append_column("tail", fixed_size_list(np.stack(tails).astype(np.float32), pa.float32()))
             write_parquet(soft, self.folder / "soft_labels.parquet")
         write_montage(self.folder, manifest, self.classes, self.folder / "montage.png")
         write_json(stats, self.folder / "stats.json")

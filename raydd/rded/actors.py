@@ -15,7 +15,7 @@ import torch
 from raydd._runtime import tune_allocator
 from raydd.data import DecodeStats
 from raydd.data.decode import decode_tensors, probe
-from raydd.models.logits import ensemble_logits, patch_views, topk_logits
+from raydd.models.logits import ensemble_logits, patch_views, tail_stats, topk_logits
 from raydd.models.observer import Observer, load_observer
 from raydd.models.precision import autocast_dtype, resolve_scoring_precision, set_fp32_math
 from raydd.rded.scoring import score_crops
@@ -155,12 +155,15 @@ class LabelImages(_ObserverActor):
         else:
             images = torch.from_numpy(batch.pop("pixels")).permute(0, 3, 1, 2).to(self.device)
         n = len(images)
-        idx, val = topk_logits(ensemble_logits(self.observers, images, batch_size=self.image_batch,
-                                               autocast_dtype=self.dtype), self.topk)
+        logits = ensemble_logits(self.observers, images, batch_size=self.image_batch, autocast_dtype=self.dtype)
+        idx, val = topk_logits(logits, self.topk)
         batch["label_indices"], batch["label_logits"] = idx, val.astype(np.float32)
+        batch["label_tail"] = tail_stats(logits, self.topk)
         if self.factor > 1:
-            idx, val = topk_logits(ensemble_logits(self.observers, patch_views(images, self.factor),
-                                                   batch_size=self.patch_batch, autocast_dtype=self.dtype), self.topk)
+            logits = ensemble_logits(self.observers, patch_views(images, self.factor), batch_size=self.patch_batch,
+                                     autocast_dtype=self.dtype)
+            idx, val = topk_logits(logits, self.topk)
             batch["patch_indices"] = idx.reshape(n, self.factor**2, -1)
             batch["patch_logits"] = val.astype(np.float32).reshape(n, self.factor**2, -1)
+            batch["patch_tail"] = tail_stats(logits, self.topk).reshape(n, self.factor**2, 2)
         return batch

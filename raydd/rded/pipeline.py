@@ -323,9 +323,9 @@ def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, write
             writer.add(c, batch["encoded"][i], n=n, sha256=str(batch["sha256"][i]),
                        sources=made_of[c, n]["patch_names"], boxes=made_of[c, n]["patch_boxes"],
                        scores=made_of[c, n]["patch_scores"],
-                       label=(batch["label_indices"][i], batch["label_logits"][i]),
-                       patch_labels=[(batch["patch_indices"][i][p], batch["patch_logits"][i][p])
-                                     for p in range(patches)])
+                       label=(batch["label_indices"][i], batch["label_logits"][i], batch["label_tail"][i]),
+                       patch_labels=[(batch["patch_indices"][i][p], batch["patch_logits"][i][p],
+                                      batch["patch_tail"][i][p]) for p in range(patches)])
         done += len(batch["class_index"])
         log.info("assembled, labelled and wrote %d/%d images (%.1f images/s)", done, layout.num_rows,
                  done / (time.perf_counter() - started))
