@@ -243,7 +243,7 @@ def _batches_seen(monkeypatch, plan: StudentPlan, **kwargs) -> tuple[list[torch.
 
     fed, losses = [], []
     real_ce, real_kd = students.F.cross_entropy, students.kd_loss
-    monkeypatch.setattr(students, "_normalize", lambda x: fed.append(x.clone()) or x)
+    monkeypatch.setattr(students, "_normalize", lambda x, *norm: fed.append(x.clone()) or x)
     monkeypatch.setattr(students.F, "cross_entropy", lambda *a, **k: losses.append("ce") or real_ce(*a, **k))
     monkeypatch.setattr(students, "kd_loss", lambda *a, **k: losses.append("kd") or real_kd(*a, **k))
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)

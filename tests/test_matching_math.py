@@ -278,3 +278,33 @@ def test_a_bound_caps_how_far_a_mismatched_group_falls():
         ImportanceWeights(_SHAPES, "channel", "group", bound=1.0)
     with pytest.raises(ValueError, match="still"):
         ImportanceWeights(_SHAPES, "channel", "group", still=torch.zeros(5, dtype=torch.bool))
+
+
+def test_mtt_normalises_each_data_set_as_its_code_does():
+    """Issue 29: MTT's code normalises CIFAR-10 and CIFAR-100 with their own constants (ImageNet's elsewhere);
+    experts, matching and evaluation follow the experts' choice, kept in each expert file."""
+    from raydd.matching.match import expert_normalization
+    from raydd.models.registry import IMAGENET_NORM, mtt_normalization
+
+    name, norm = mtt_normalization("auto", 10, 32)
+    assert name == "cifar10" and norm.mean == (0.4914, 0.4822, 0.4465) and norm.std == (0.2023, 0.1994, 0.2010)
+    assert mtt_normalization("auto", 100, 32)[0] == "cifar100"
+    assert mtt_normalization("auto", 10, 128) == ("imagenet", IMAGENET_NORM)
+    with pytest.raises(ValueError, match="normalization"):
+        mtt_normalization("svhn", 10, 32)
+    assert expert_normalization({"normalization": {"name": "cifar10", "mean": list(norm.mean),
+                                                   "std": list(norm.std)}}) == norm
+    assert expert_normalization({}) == IMAGENET_NORM  # files written before it was kept
+
+
+def test_experts_see_their_data_sets_normalisation():
+    seen: list[torch.Tensor] = []
+    model = get_model("convnet3", num_classes=2)
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    images = torch.full((4, 3, 32, 32), 128, dtype=torch.uint8)
+    config = ExpertsConfig(data="d", out="o", epochs=1, batch_size=4, dsa=False)
+    from raydd.models.registry import MTT_NORMS
+
+    train_expert(model, images, torch.tensor([0, 1, 0, 1]), config, 0, normalization=MTT_NORMS["cifar10"])
+    expected = (128 / 255 - torch.tensor([0.4914, 0.4822, 0.4465])) / torch.tensor([0.2023, 0.1994, 0.2010])
+    assert torch.allclose(seen[0][0, :, 0, 0], expected, atol=1e-5)

@@ -22,11 +22,13 @@ from tests.conftest import make_image_folder
 def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     data = make_image_folder(tmp_path / "train", ["a", "b", "c"], 6, size=32)
     experts = ExpertsConfig(data=str(data), out=str(tmp_path / "experts"), num_experts=3, epochs=3, batch_size=6,
-                            num_workers=2, zca=True)
+                            num_workers=2, zca=True, normalization="cifar10")
     files = train_experts(experts)
     assert [f.name for f in files] == ["expert_0000.pt", "expert_0001.pt", "expert_0002.pt"]
     first = load_expert(files[0])
     assert first["trajectory"].shape[0] == 4 and first["seed"] == 0
+    assert first["normalization"] == {"name": "cifar10", "mean": [0.4914, 0.4822, 0.4465],
+                                      "std": [0.2023, 0.1994, 0.2010]}
     stamp = files[0].stat().st_mtime_ns
     assert train_experts(experts) == files and files[0].stat().st_mtime_ns == stamp  # finished experts are kept
 
@@ -52,6 +54,9 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=str(data), out=str(tmp_path / "eval"),
                                  protocol="mtt", epochs=2, seeds=[0]))
     assert report["zca"] is True and len(report["sets"]["distilled"]["final_acc"]) == 1
+    # ... and with the experts' normalisation (MTT's per-data-set constants), which the set records
+    assert distilled.meta["normalization"] == {k: first["normalization"][k] for k in ("mean", "std")}
+    assert report["plan"]["normalization"] == [first["normalization"]["mean"], first["normalization"]["std"]]
 
 
 def _moved_from_their_sources(distilled: DistilledSet) -> int:

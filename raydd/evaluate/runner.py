@@ -64,6 +64,7 @@ class _Source:
     learned_lr: float | None
     zca: Zca | None = None
     skipped_files: dict[str, int] | None = None
+    normalization: dict[str, list[float]] | None = None  # a matched set's: its experts' mean and std
 
 
 def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
@@ -78,7 +79,7 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
         return _TrainingSet(x, y, soft, cells), _Source(
             classes=distilled.classes, factor=int(meta.get("factor", 1)), ipc=int(counts.max()),
             observers=list(meta.get("observers", [])), columns=meta.get("observer_columns"),
-            learned_lr=meta.get("learned_lr"),
+            learned_lr=meta.get("learned_lr"), normalization=meta.get("normalization"),
             zca=Zca.load(distilled.path / ZCA_FILE) if (distilled.path / ZCA_FILE).exists() else None)
     if config.soft_labels == "stored":
         raise ValueError(f"{config.distilled} is a plain ImageFolder: it has no stored soft labels "
@@ -152,6 +153,9 @@ def _plan(config: EvalConfig, source: _Source, size: int, teacher_model: str = "
         weight_decay=config.weight_decay if config.weight_decay is not None else (0.01 if rded else 5e-4),
         temperature=_temperature(config), mix=config.mix,
         factor=config.factor or source.factor, eval_every=config.eval_every, precision=config.precision,
+        # MTT's students see the inputs its experts saw; RDED's reference normalises with ImageNet's statistics.
+        normalization=None if rded or not source.normalization else (tuple(source.normalization["mean"]),
+                                                                     tuple(source.normalization["std"])),
         threads=config.threads_per_worker or max(1, int(config.cpus_per_worker or 1)))
 
 
@@ -202,6 +206,8 @@ def _full_data_plan(plan: StudentPlan, epochs: int) -> StudentPlan:
 def _full_data_key(config: EvalConfig, plan: StudentPlan, zca: bool) -> str:
     what = {"real_data": config.real_data, "student": plan.student, "input_size": plan.input_size,
             "epochs": plan.epochs, "zca": zca, "precision": plan.precision, "seed": config.seeds[0]}
+    if plan.normalization is not None:  # keys made before it was a plan field stay as they were
+        what["normalization"] = plan.normalization
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 

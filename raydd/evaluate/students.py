@@ -20,7 +20,7 @@ from raydd.data.zca import Zca
 from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast, autocast_dtype
-from raydd.models.registry import IMAGENET_NORM, build_model
+from raydd.models.registry import IMAGENET_NORM, Normalization, build_model
 from raydd.transforms.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.transforms.grid import grid_cells
 
@@ -47,6 +47,7 @@ class StudentPlan:
     precision: str = "fp32"
     labels: str = "method"  # "hard": cross-entropy on the class labels, whatever the protocol (DD-Ranking's HLR)
     augment: bool = True  # False: no strip shuffle, crop, flip or mixing (RDED), no DSA (MTT) — DD-Ranking's ARS
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # (mean, std); None: ImageNet's
 
 
 def rded_reported_epochs(epochs: int) -> list[int]:
@@ -55,8 +56,8 @@ def rded_reported_epochs(epochs: int) -> list[int]:
     return [n for n in range(1, epochs + 1) if (n % 10 == 0 or n == epochs) and n - 1 > 0.8 * epochs]
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    return IMAGENET_NORM.apply(x)
+def _normalize(x: torch.Tensor, norm: Normalization = IMAGENET_NORM) -> torch.Tensor:
+    return norm.apply(x)
 
 
 def _optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimizer:
@@ -151,8 +152,10 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     generator, the curve so far; live tensors, to be saved or copied at once), else ``state`` is None. That
     ``state`` passed back continues the run exactly where it stood.
     """
+    norm = Normalization(*plan.normalization) if plan.normalization else IMAGENET_NORM
+
     def prepare(x: torch.Tensor) -> torch.Tensor:
-        return zca.apply(_normalize(x)) if zca is not None else _normalize(x)
+        return zca.apply(_normalize(x, norm)) if zca is not None else _normalize(x, norm)
 
     device = torch.device(device)
     dtype = autocast_dtype(plan.precision, device)

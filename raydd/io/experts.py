@@ -2,9 +2,10 @@
 
 Each expert is one file, ``expert_NNNN.pt``: ``{"format", "model", "model_args", "names", "shapes",
 "trajectory": float32 [epochs + 1, P] (flattened parameters at init and after every epoch), "seed",
-"config"}``, written through a temporary name. A folder of them may be remote (``s3://…``): readers download
-the files once into a local mirror. When the experts were trained on ZCA-whitened images the transform is
-``zca.pt`` beside them.
+"config", "normalization": {"name", "mean", "std"} of its inputs (absent before issue 29: ImageNet's)}``,
+written through a temporary name. A folder of them may be remote (``s3://…``): readers download the files once
+into a local mirror. When the experts were trained on ZCA-whitened images the transform is ``zca.pt`` beside
+them.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def flat_params(model: nn.Module) -> torch.Tensor:
 
 
 def save_expert(path: Path, *, trajectory: torch.Tensor, model_name: str, model_args: dict[str, Any],
-                names: list[str], shapes: list[tuple[int, ...]], seed: int, config: dict[str, Any]) -> None:
+                names: list[str], shapes: list[tuple[int, ...]], seed: int, config: dict[str, Any],
+                normalization: dict[str, Any] | None = None) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"format": FORMAT, "model": model_name, "model_args": model_args, "names": names,
-                "shapes": shapes, "trajectory": trajectory.to(torch.float32), "seed": seed, "config": config}, tmp)
+                "shapes": shapes, "trajectory": trajectory.to(torch.float32), "seed": seed, "config": config,
+                "normalization": normalization}, tmp)
     os.replace(tmp, path)
 
 

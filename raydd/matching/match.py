@@ -29,10 +29,10 @@ from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights, still_elements
 from raydd.models._weights import load_torch_file
 from raydd.models.checkpoint import load_reported_state
-from raydd.models.registry import IMAGENET_NORM, get_model
+from raydd.models.registry import IMAGENET_NORM, Normalization, get_model
 from raydd.transforms.augment import dsa
 
-__all__ = ["InitialSet", "finite_flag", "initial_set", "match"]
+__all__ = ["InitialSet", "expert_normalization", "finite_flag", "initial_set", "match"]
 
 log = logging.getLogger("raydd.match")
 STATE = "state.pt"
@@ -51,9 +51,16 @@ class InitialSet:
     skipped: dict[str, int]
 
 
-def initial_set(config: MatchConfig, size: int) -> InitialSet:
-    """``ipc`` real images per class, taken in a seeded order: a file that does not decode is skipped (and counted)
-    and the next one in that order takes its place, so every image keeps its true source.
+def expert_normalization(expert: dict[str, Any]) -> Normalization:
+    """The input normalisation an expert was trained with (ImageNet's for files written before it was kept)."""
+    norm = expert.get("normalization")
+    return Normalization(tuple(norm["mean"]), tuple(norm["std"])) if norm else IMAGENET_NORM
+
+
+def initial_set(config: MatchConfig, size: int, normalization: Normalization = IMAGENET_NORM) -> InitialSet:
+    """``ipc`` real images per class (normalised with ``normalization``), taken in a seeded order: a file that does
+    not decode is skipped (and counted) and the next one in that order takes its place, so every image keeps its
+    true source.
 
     Raises:
         ValueError: naming a class with fewer than ``ipc`` images that decode.
@@ -78,7 +85,7 @@ def initial_set(config: MatchConfig, size: int) -> InitialSet:
         if taken < config.ipc:
             raise ValueError(f"class {name!r} has {taken} images that decode, but ipc = {config.ipc} are needed "
                              f"(skipped files: {dict(stats.skipped)})")
-    x = IMAGENET_NORM.apply(torch.cat(images).float() / 255)
+    x = normalization.apply(torch.cat(images).float() / 255)
     return InitialSet(x, torch.cat(labels), sources, list(cmap.classes), dict(stats.skipped))
 
 
@@ -118,7 +125,8 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
     model = get_model(first["model"], **first["model_args"]).to(device)
     size = first["model_args"].get("input_size") or 32
 
-    start_set = initial_set(config, size)
+    norm = expert_normalization(first)
+    start_set = initial_set(config, size, norm)
     images, labels = start_set.images, start_set.labels
     zca = _zca(config, first)
     if zca is not None:
@@ -213,6 +221,7 @@ def _match_loop(loop_config: dict[str, Any]) -> None:
                                 "opt_w": opt_w.state_dict() if opt_w else None, "iteration": it + 1,
                                 "skipped": skipped, "input_size": size, "resumed_from": resumed_from,
                                 "sources": start_set.sources, "classes": start_set.classes,
+                                "normalization": {"mean": list(norm.mean), "std": list(norm.std)},
                                 "skipped_files": start_set.skipped,
                                 "worker_divergence": metrics["worker_divergence"],
                                 "iteration_s": metrics["iteration_s"]}, Path(tmp) / STATE)
@@ -245,7 +254,9 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
         zca.save(work / ZCA_FILE)
     else:
         images = state["images"]
-    pixels = (IMAGENET_NORM.invert(images).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    norm = state.get("normalization") or {"mean": list(IMAGENET_NORM.mean), "std": list(IMAGENET_NORM.std)}
+    pixels = (Normalization(tuple(norm["mean"]), tuple(norm["std"])).invert(images).clamp(0, 1) * 255)
+    pixels = pixels.round().byte().permute(0, 2, 3, 1).numpy()
     writer = DistilledSetWriter(work, state["classes"])
     for image, label, source in zip(pixels, state["labels"].tolist(), state["sources"], strict=True):
         buf = io.BytesIO()
@@ -253,7 +264,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
         writer.add(label, buf.getvalue(), sources=[source])
     info = {"method": config.method, "classes": state["classes"], "learned_lr": state["lr"],
             "input_size": state["input_size"], "zca": zca is not None, "factor": 1, "ipc": config.ipc,
-            "iterations": state["iteration"], "skipped_steps": state["skipped"],
+            "iterations": state["iteration"], "skipped_steps": state["skipped"], "normalization": norm,
             "config_hash": config_hash(config)}
     writer.finish(info, {"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
                          "skipped_files": state["skipped_files"], "worker_divergence": state["worker_divergence"],

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["IMAGENET_NORM", "ModelEntry", "Normalization", "build_model", "get_entry", "get_model", "list_models",
-           "register_model"]
+__all__ = ["IMAGENET_NORM", "MTT_NORMS", "ModelEntry", "Normalization", "build_model", "get_entry", "get_model",
+           "list_models", "mtt_normalization", "register_model"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,21 @@ class Normalization:
 
 
 IMAGENET_NORM = Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The per-data-set constants MTT's code normalises with (its utils.get_dataset); Tiny-ImageNet and ImageNet's
+# subsets use ImageNet's.
+MTT_NORMS = {"imagenet": IMAGENET_NORM,
+             "cifar10": Normalization((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+             "cifar100": Normalization((0.5071, 0.4866, 0.4409), (0.2673, 0.2564, 0.2762))}
+
+
+def mtt_normalization(name: str, num_classes: int, size: int) -> tuple[str, Normalization]:
+    """A preset of ``MTT_NORMS`` by name; ``"auto"`` tells CIFAR-10 and CIFAR-100 by their shape (10 or 100
+    classes at 32 px) and takes ImageNet's for everything else, as MTT's code does."""
+    if name == "auto":
+        name = {(10, 32): "cifar10", (100, 32): "cifar100"}.get((num_classes, size), "imagenet")
+    if name not in MTT_NORMS:
+        raise ValueError(f"normalization must be auto or one of {sorted(MTT_NORMS)}, got {name!r}")
+    return name, MTT_NORMS[name]
 
 
 @dataclass(frozen=True)

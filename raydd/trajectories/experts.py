@@ -30,7 +30,7 @@ from raydd.io.experts import (
     save_expert,
 )
 from raydd.io.storage import is_remote, mirror_of, upload_file
-from raydd.models.registry import IMAGENET_NORM
+from raydd.models.registry import IMAGENET_NORM, MTT_NORMS, Normalization, mtt_normalization
 from raydd.scaling import Restartable, apply_threads
 from raydd.transforms.augment import dsa
 
@@ -58,6 +58,9 @@ class ExpertsConfig(Restartable):
     zca: bool = option(False, help="ZCA-whiten the images (MTT's CIFAR IPC 1/10 setting); saved as zca.pt beside "
                                    "the experts, and matching and evaluation apply the same transform")
     zca_reg: float = option(0.1, help="ZCA regularization added to the covariance eigenvalues (published: 0.1)")
+    normalization: str = option("auto", help="per-channel mean/std of the inputs, as MTT's code sets them: auto "
+                                "(CIFAR-10's or CIFAR-100's own for 10 or 100 classes at 32 px, else ImageNet's), "
+                                f"or one of {', '.join(sorted(MTT_NORMS))}; matching and evaluation follow the experts")
     seed: int = option(0, help="expert i starts from seed + i")
 
     def __post_init__(self) -> None:
@@ -68,10 +71,10 @@ class ExpertsConfig(Restartable):
 
 
 def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: ExpertsConfig, seed: int,
-                 device: torch.device | str = "cpu", on_epoch: Callable[[int, float], None] | None = None
-                 ) -> torch.Tensor:
+                 device: torch.device | str = "cpu", on_epoch: Callable[[int, float], None] | None = None,
+                 normalization: Normalization = IMAGENET_NORM) -> torch.Tensor:
     """Train one expert with plain SGD; returns its trajectory ``[epochs + 1, P]``. ``on_epoch(epoch, mean
-    loss)`` is told after every epoch (progress)."""
+    loss)`` is told after every epoch (progress); uint8 ``images`` are normalised with ``normalization``."""
     device = torch.device(device)
     model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -86,7 +89,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
         for s in range(0, len(order), config.batch_size):
             batch = order[s:s + config.batch_size].to(device, non_blocking=True)
             # float images are ready inputs (normalized, whitened); uint8 ones are normalized here
-            x = images[batch] if images.is_floating_point() else IMAGENET_NORM.to_input(images[batch], device)
+            x = images[batch] if images.is_floating_point() else normalization.to_input(images[batch], device)
             if config.dsa:
                 x = dsa(x, generator)
             loss = F.cross_entropy(model(x), labels[batch])
@@ -100,10 +103,11 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
     return torch.stack(snapshots)
 
 
-def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int, folder: Path) -> torch.Tensor:
-    """Fit ZCA on this worker's copy of the training images (every worker gets the same transform) and
-    whiten them; rank 0 stores the transform beside the experts (``folder``: the local one or the mirror)."""
-    x = IMAGENET_NORM.apply(images.float() / 255)
+def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int, folder: Path,
+            normalization: Normalization) -> torch.Tensor:
+    """Fit ZCA on this worker's copy of the normalised training images (every worker gets the same transform)
+    and whiten them; rank 0 stores the transform beside the experts (``folder``: the local one or the mirror)."""
+    x = normalization.apply(images.float() / 255)
     zca = Zca.fit(x, config.zca_reg)
     if rank == 0:
         zca.save(folder / ZCA_FILE)
@@ -139,8 +143,9 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
         size = config.input_size or get_entry(config.model).input_size
         loaded = load_labelled(index, cmap.classes, size=size, files=files)
         images, targets = loaded.images, loaded.labels
+        norm_name, norm = mtt_normalization(config.normalization, cmap.num_classes, size)
         if config.zca:
-            images = _whiten(images, config, rank, out)
+            images = _whiten(images, config, rank, out, norm)
     device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     # ray.train.report is a barrier across workers: every worker reports once per round, trained or not.
     for round_start in range(0, config.num_experts, world):
@@ -153,10 +158,12 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
                 log.info("worker %d: expert %d epoch %d/%d loss %.3f (this worker: %d of %d experts done)", rank, i,
                          epoch, config.epochs, loss, done, len(share))
 
-            trajectory = train_expert(model, images, targets, config, config.seed + i, device, on_epoch=progress)
+            trajectory = train_expert(model, images, targets, config, config.seed + i, device, on_epoch=progress,
+                                      normalization=norm)
             save_expert(out / expert_name(i), trajectory=trajectory, model_name=config.model,
                         model_args=model_args, names=names, shapes=shapes, seed=config.seed + i,
-                        config=asdict(config))
+                        config=asdict(config), normalization={"name": norm_name, "mean": list(norm.mean),
+                                                              "std": list(norm.std)})
             if remote:
                 upload_file(out / expert_name(i), f"{config.out}/{expert_name(i)}")
             done += 1
