@@ -1,0 +1,198 @@
+"""RDED's reference code as the oracle of raydd's protocol and synthesis, on CIFAR-10 with a ConvNet-3 (BatchNorm).
+
+    python benchmarks/reference_rded_oracle.py --reference ~/src/RDED --teacher runs/convnet3-bn/checkpoint.pt \
+        --out /tmp/oracle-run
+
+The reference (a checkout of LINs-lab/RDED, kept outside the project) runs unchanged, each run in its own
+process and working folder, with two substitutions a CPU needs: ``.cuda()`` leaves tensors where they are, and
+its ``./data`` holds links to the CIFAR-10 folders (as ``00000``, ``00001``, … in sorted class order) and the
+teacher — a raydd ``convnet3_bn`` checkpoint written in the reference ConvNet's parameter names. Then:
+
+1. *Synthesis*: the reference's ``synthesize.main`` and ``raydd distill`` on the same data and observer, at the
+   reference's CIFAR-10 settings (``scripts/cifar10_10ipc_conv3_to_conv3_cr5.sh``: factor 1, 5 crops, mipc 300).
+2. *Protocol*: raydd's set evaluated by the reference's ``validation/main.py`` (seed by seed) and by
+   ``raydd evaluate`` (the same seeds, the same teacher), both at ``--epochs``.
+3. *Synthesis, judged alike*: the reference's set evaluated by ``raydd evaluate``; raydd's set with its random
+   and herding baselines and DD-Ranking's scores (full-data accuracy: ``--full-data-acc``).
+
+Prints JSON: every accuracy per seed (the final and, for both codes, the reference's reported figure), the
+means and stds, timings and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _machine import machine, shared_dataset
+
+from raydd._runtime import tune_allocator
+
+SETTINGS = {"subset": "cifar10", "arch-name": "conv3", "stud-name": "conv3", "factor": "1", "num-crop": "5",
+            "mipc": "300", "ipc": "10"}
+
+
+def reference_state_dict(checkpoint: str) -> dict:
+    """A raydd ``convnet*_bn`` checkpoint's weights under the reference ConvNet's names (``layers.conv.d``,
+    ``layers.norm.d``, ``classifier``), in its ``{"model": …}`` file layout."""
+    from raydd.models.checkpoint import read_checkpoint
+
+    state = read_checkpoint(checkpoint)
+    if not state["model"].endswith("_bn"):
+        raise ValueError(f"the reference's ConvNets use BatchNorm: {checkpoint} holds a {state['model']}")
+    renamed = {}
+    for key, value in state["state_dict"].items():
+        if key.startswith("features."):
+            _, index, name = key.split(".", 2)
+            depth, role = divmod(int(index), 4)  # conv, norm, relu, pool per block
+            key = f"layers.{'conv' if role == 0 else 'norm'}.{depth}.{name}"
+        renamed[key] = value
+    return {"model": renamed}
+
+
+def _workspace(root: Path, cifar: str, classes: list[str], teacher: str) -> Path:
+    import torch
+
+    for split, folder in (("train", "train"), ("val", "test")):
+        target = root / "data" / "cifar10" / split
+        target.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(classes):
+            link = target / f"{i:05d}"
+            if not link.exists():
+                link.symlink_to(Path(cifar, folder, name).resolve())
+    (root / "data" / "pretrain_models").mkdir(parents=True, exist_ok=True)
+    torch.save(reference_state_dict(teacher), root / "data" / "pretrain_models" / "cifar10_conv3.pth")
+    return root
+
+
+def _reference(work: Path, reference: str, stage: str, epochs: int, seed: int, syn: Path | None = None) -> str:
+    """One run of the reference's ``stage`` (synthesize or validate) in its own process; its printed output."""
+    argv = [f"--{k}={v}" for k, v in SETTINGS.items()] + [f"--re-epochs={epochs}", f"--seed={seed}"]
+    code = f"""
+import os, sys, torch
+sys.path.insert(0, {str(Path(reference).expanduser().resolve())!r})
+os.chdir({str(work)!r})
+sys.argv = ["main.py", *{argv!r}]
+torch.Tensor.cuda = lambda self, *a, **k: self
+torch.nn.Module.cuda = lambda self, *a, **k: self
+torch.cuda.empty_cache = lambda: None
+from argument import args
+args.syn_data_path = {str(syn) if syn else ""!r} or args.syn_data_path
+if {stage!r} == "synthesize":
+    from synthesize.main import main
+else:
+    from validation.main import main
+main(args)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise RuntimeError(f"the reference's {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def _reference_accuracies(output: str, epochs: int) -> dict[str, object]:
+    """The final test accuracy and the reported best from the reference's validation log (it prints "TEST:" on a
+    line of its own, then "Iter E: loss = …, Top-1 err = …" with E counted from 0)."""
+    found = re.findall(r"TEST:\s*\nIter (\d+): loss = [-+\w.]+,\s*Top-1 err = ([\d.]+)", output)
+    tests = {int(e) + 1: round(100 - float(err), 2) for e, err in found}
+    best = re.search(r"Best accuracy is ([\d.]+)@(\d+)", output)
+    return {"final_acc": tests.get(epochs), "reference_acc": float(best.group(1)) if best else None,
+            "tests": tests}
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": round(float(np.mean(values)), 2), "std": round(float(np.std(values)), 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference", required=True, help="a checkout of LINs-lab/RDED")
+    parser.add_argument("--teacher", required=True, help="a raydd convnet3_bn checkpoint trained on CIFAR-10")
+    parser.add_argument("--out", required=True, help="work folder (links, sets, evaluations)")
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--full-data-acc", type=float, help="for DD-Ranking's scores (a fraction)")
+    parser.add_argument("--stages", nargs="+", default=["synthesis", "protocol", "judged"],
+                        choices=["synthesis", "protocol", "judged"])
+    args = parser.parse_args()
+    tune_allocator()
+    from raydd.data import list_images
+    from raydd.evaluate import EvalConfig, evaluate
+    from raydd.rded import RdedConfig, distill
+
+    cifar = shared_dataset("cifar10-jpg")
+    classes = list_images(f"{cifar}/train").classes
+    out = Path(args.out).resolve()
+    work = _workspace(out / "reference-work", cifar, classes, args.teacher)
+    observer = f"checkpoint@{Path(args.teacher).resolve()}"
+    result: dict = {"benchmark": "reference_rded_oracle", "settings": SETTINGS, "epochs": args.epochs,
+                    "seeds": args.seeds, "teacher": args.teacher, "timings_s": {}}
+
+    started = time.perf_counter()
+    ours = distill(RdedConfig(data=f"{cifar}/train", out=str(out / "raydd-set"), observers=[observer],
+                              ipc=int(SETTINGS["ipc"]), factor=int(SETTINGS["factor"]),
+                              mipc=int(SETTINGS["mipc"]), num_crops=int(SETTINGS["num-crop"]), seed=0))
+    result["timings_s"]["raydd_distill"] = round(time.perf_counter() - started, 1)
+    theirs = out / "reference-set"
+    if "synthesis" in args.stages and not (theirs / "done").exists():
+        started = time.perf_counter()
+        _reference(work, args.reference, "synthesize", args.epochs, 0, syn=theirs / "numbered")
+        named = theirs / "named"  # the same images under the class names raydd evaluate matches to the test set
+        named.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(classes):
+            if not (named / name).exists():
+                (named / name).symlink_to(theirs / "numbered" / f"{i:05d}")
+        (theirs / "done").touch()
+        result["timings_s"]["reference_synthesize"] = round(time.perf_counter() - started, 1)
+
+    common = dict(val_data=f"{cifar}/test", protocol="rded", student="convnet3_bn", teacher=observer,
+                  epochs=args.epochs, seeds=args.seeds, eval_every=50)
+    if "protocol" in args.stages:
+        numbered = out / "raydd-set-numbered"  # raydd's set as the reference reads a set: class folders 00000, …
+        numbered.mkdir(exist_ok=True)
+        for i, name in enumerate(classes):
+            if not (numbered / f"{i:05d}").exists():
+                (numbered / f"{i:05d}").symlink_to(ours.path / "images" / name)
+        runs = {}
+        for seed in args.seeds:
+            started = time.perf_counter()
+            runs[seed] = _reference_accuracies(_reference(work, args.reference, "validate", args.epochs, seed,
+                                                          syn=numbered), args.epochs)
+            runs[seed]["wall_s"] = round(time.perf_counter() - started, 1)
+        result["reference_validates_raydd_set"] = {
+            "per_seed": runs, "final": _mean_std([r["final_acc"] for r in runs.values()]),
+            "reported": _mean_std([r["reference_acc"] for r in runs.values()])}
+        started = time.perf_counter()
+        report = evaluate(EvalConfig(distilled=str(ours.path), out=str(out / "raydd-evaluates-raydd-set"), **common))
+        result["timings_s"]["raydd_evaluate_raydd_set"] = round(time.perf_counter() - started, 1)
+        result["raydd_evaluates_raydd_set"] = report["sets"]["distilled"]
+    if "judged" in args.stages:
+        started = time.perf_counter()
+        report = evaluate(EvalConfig(distilled=str(theirs / "named"), factor=int(SETTINGS["factor"]),
+                                     out=str(out / "raydd-evaluates-reference-set"), **common))
+        result["timings_s"]["raydd_evaluate_reference_set"] = round(time.perf_counter() - started, 1)
+        result["raydd_evaluates_reference_set"] = report["sets"]["distilled"]
+        started = time.perf_counter()
+        scores = dict(scores="dd-ranking", full_data_acc=args.full_data_acc) if args.full_data_acc else {}
+        report = evaluate(EvalConfig(distilled=str(ours.path), out=str(out / "raydd-set-with-baselines"),
+                                     baseline="random,herding", real_data=f"{cifar}/train", **scores, **common))
+        result["timings_s"]["raydd_set_with_baselines"] = round(time.perf_counter() - started, 1)
+        result["raydd_set_with_baselines"] = {name: {k: v for k, v in s.items() if k not in ("curves",
+                                                                                         "per_class_acc_mean")}
+                                              for name, s in report["sets"].items()}
+        result["scores"] = report.get("scores")
+    result["machine"] = machine()
+    print(json.dumps(result, indent=2, default=str))
+    (out / "oracle.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    main()
