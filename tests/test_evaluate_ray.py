@@ -31,7 +31,8 @@ def test_two_seeds_give_two_results_and_a_mean(tmp_path, ray_session):
         assert abs(summary["final_acc_mean"] - sum(summary["final_acc"]) / 2) < 0.01
         assert len(summary["per_class_acc_mean"]) == 3 and len(summary["curves"][0]) == 3
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert saved["plan"]["batch_size"] == 50 and saved["plan"]["temperature"] == 20.0  # IPC 2: RDED's 50
+    # IPC 2: RDED's 50, capped at the set's 6 images as its reference caps it
+    assert saved["plan"]["batch_size"] == 6 and saved["plan"]["temperature"] == 20.0
     assert (tmp_path / "eval" / "curve.png").exists()
 
 
