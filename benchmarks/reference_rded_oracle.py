@@ -14,6 +14,8 @@ teacher — a raydd ``convnet3_bn`` checkpoint written in the reference ConvNet'
    ``raydd evaluate`` (the same seeds, the same teacher), both at ``--epochs``.
 3. *Synthesis, judged alike*: the reference's set evaluated by ``raydd evaluate``; raydd's set with its random
    and herding baselines and DD-Ranking's scores (full-data accuracy: ``--full-data-acc``).
+4. *Stored labels* (``--stages stored``): a factor-2 set evaluated with the online teacher and with its stored
+   labels (each view labelled by its cells').
 
 Prints JSON: every accuracy per seed (the final and, for both codes, the reference's reported figure), the
 means and stds, timings and the machine.
@@ -120,7 +122,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--full-data-acc", type=float, help="for DD-Ranking's scores (a fraction)")
     parser.add_argument("--stages", nargs="+", default=["synthesis", "protocol", "judged"],
-                        choices=["synthesis", "protocol", "judged"])
+                        choices=["synthesis", "protocol", "judged", "stored"])
     args = parser.parse_args()
     tune_allocator()
     from raydd.data import list_images
@@ -188,6 +190,17 @@ def main() -> None:
                                                                                          "per_class_acc_mean")}
                                               for name, s in report["sets"].items()}
         result["scores"] = report.get("scores")
+    if "stored" in args.stages:  # a stitched set (factor 2), its views labelled by the stored cell labels
+        stitched = distill(RdedConfig(data=f"{cifar}/train", out=str(out / "raydd-set-factor2"), observers=[observer],
+                                      ipc=int(SETTINGS["ipc"]), factor=2, mipc=int(SETTINGS["mipc"]),
+                                      num_crops=int(SETTINGS["num-crop"]), seed=0))
+        for labels in ("online", "stored"):
+            started = time.perf_counter()
+            report = evaluate(EvalConfig(distilled=str(stitched.path), out=str(out / f"factor2-{labels}"),
+                                         soft_labels=labels, **common))
+            result["timings_s"][f"factor2_{labels}"] = round(time.perf_counter() - started, 1)
+            result[f"factor2_{labels}_labels"] = {k: v for k, v in report["sets"]["distilled"].items()
+                                                  if k not in ("curves", "per_class_acc_mean")}
     result["machine"] = machine()
     print(json.dumps(result, indent=2, default=str))
     (out / "oracle.json").write_text(json.dumps(result, indent=2, default=str))
