@@ -414,7 +414,8 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             "reference_acc": metrics.get("reference_acc"),
             "per_class_acc": json.loads(metrics["per_class_acc_json"]), "curve": json.loads(metrics["curve_json"])})
     report = {
-        "protocol": config.protocol, "student": config.student, "config": asdict(config), "plan": asdict(plan),
+        "protocol": config.protocol, "student": config.student, "config": asdict(config),
+        "plan": json.loads(json.dumps(asdict(plan))),  # as report.json holds it (tuples as lists)
         "teacher": teacher[0] if teacher else None, "classes": source.classes, "zca": source.zca is not None,
         "skipped_files": source.skipped_files or {},
         "sets": {name: _summary(sorted(r, key=lambda x: x["seed"])) for name, r in rows.items()},
