@@ -16,12 +16,12 @@ import time
 import torch
 from _machine import machine, shared_path
 
-from raydd._runtime import tune_allocator
 from raydd.evaluate.losses import kd_loss
-from raydd.evaluate.students import StudentPlan, _normalize, _optimizer, _teacher_logits
+from raydd.evaluate.students import StudentPlan, student_optimizer, teacher_logits
 from raydd.models import load_observer
 from raydd.models.precision import autocast, autocast_dtype
-from raydd.models.registry import build_model
+from raydd.models.registry import IMAGENET_NORM, build_model
+from raydd.runtime import tune_allocator
 from raydd.transforms.augment import cutmix, hflip, random_resized_crop, shuffle_strips
 
 CASES = [
@@ -38,7 +38,7 @@ def measure(name: str, student: str, size: int, factor: int, spec: str, columns,
                        batch_size=batch, lr=1e-3, weight_decay=0.01, temperature=20.0, mix="cutmix", factor=factor,
                        eval_every=25)
     model, _ = build_model(student, 10, size)
-    optimizer = _optimizer(model, plan)
+    optimizer = student_optimizer(model, plan)
     teacher = load_observer(spec).restrict(columns).eval()
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
@@ -49,10 +49,10 @@ def measure(name: str, student: str, size: int, factor: int, spec: str, columns,
         x = hflip(random_resized_crop(shuffle_strips(x, factor, g), (1 / factor, 1), g), g)
         x = cutmix(x, g)[0]
         t1 = time.perf_counter()
-        target = _teacher_logits(teacher, x, dtype)
+        target = teacher_logits(teacher, x, dtype)
         t2 = time.perf_counter()
         with autocast("cpu", dtype):
-            logits = model(_normalize(x))
+            logits = model(IMAGENET_NORM.apply(x))
         loss = kd_loss(logits.float(), target, 20.0)
         optimizer.zero_grad()
         loss.backward()

@@ -20,10 +20,10 @@ import time
 
 from _machine import machine, shared_dataset, shared_path
 
-from raydd._runtime import tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
 from raydd.models.precision import TRAIN_PRECISIONS
 from raydd.rded import RdedConfig, distill
+from raydd.runtime import tune_allocator
 
 JOBS = {
     "cifar10": dict(

@@ -24,11 +24,11 @@ import time
 
 from _machine import machine, shared_dataset
 
-from raydd._runtime import tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
 from raydd.io import DistilledSet
 from raydd.matching import MatchConfig, match
 from raydd.matching.weights import GRANULARITIES
+from raydd.runtime import tune_allocator
 from raydd.trajectories import ExpertsConfig, train_experts
 
 # MTT's published CIFAR-10 settings (its IPC-1 command whitens, ``--zca``); α starts at 0.01 for both IPCs.

@@ -29,9 +29,9 @@ from typing import Any
 
 from _machine import machine, shared_dataset
 
-from raydd._runtime import init_ray, tune_allocator
 from raydd.evaluate import EvalConfig, evaluate
 from raydd.matching import MatchConfig, match
+from raydd.runtime import init_ray, tune_allocator
 from raydd.trajectories import ExpertsConfig, train_experts
 
 # MTT's CIFAR-10 IPC-10 row as DESIGN.md gives it (ZCA; the row is disputed: flags override each value).

@@ -327,7 +327,7 @@ def main() -> None:
     if args.stage == "proxy":
         asyncio.run(_delay_proxy(args.listen, args.target, DELAY_S))
         return
-    from raydd._runtime import tune_allocator
+    from raydd.runtime import tune_allocator
 
     tune_allocator()
     if args.stage == "one":

@@ -19,7 +19,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from raydd._runtime import tune_allocator
+from raydd.runtime import tune_allocator
 
 tune_allocator()
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from raydd._runtime import tune_allocator
+from raydd.runtime import tune_allocator
 
 tune_allocator()
 

@@ -14,10 +14,10 @@ import time
 import torch
 from _machine import machine, peak_rss_gib, shared_dataset, shared_path
 
-from raydd._runtime import tune_allocator
 from raydd.data import list_images
 from raydd.data.memory import load_labelled_images
 from raydd.models import load_observer
+from raydd.runtime import tune_allocator
 
 
 @torch.inference_mode()

@@ -28,13 +28,13 @@ import torch
 from _machine import machine, shared_dataset
 from rded_bench import JOBS
 
-from raydd._runtime import tune_allocator
 from raydd.models import load_observer
 from raydd.rded import RdedConfig
-from raydd.rded.pipeline import _candidates, _plan
+from raydd.rded.pipeline import draw_candidates, plan_distillation
 from raydd.rded.scoring import score_crops
 from raydd.rded.selection import best_crops, in_doubt, partial_topk
 from raydd.rded.tasks import cut_crops
+from raydd.runtime import tune_allocator
 
 
 def to_tf32(x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +67,8 @@ def selection(table: pa.Table, scores: np.ndarray, per_class: int) -> set[tuple[
 
 def score_everything(args: argparse.Namespace, config: RdedConfig) -> tuple[dict[str, np.ndarray], dict]:
     """Every crop's scores in fp32 and in each precision, as ``[images, crops]`` arrays, with the timings."""
-    plan, index = _plan(config)
-    candidates = _candidates(config, plan, index)
+    plan, index = plan_distillation(config)
+    candidates = draw_candidates(config, plan, index)
     if args.classes:
         candidates = candidates.filter(pa.compute.less(candidates["class_index"], args.classes))
     started = time.perf_counter()

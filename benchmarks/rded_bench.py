@@ -22,11 +22,11 @@ import pyarrow.parquet as pq
 import torch
 from _machine import RssSampler, machine, shared_dataset, shared_path
 
-from raydd._runtime import tune_allocator
 from raydd.models import load_observer
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.rded import RdedConfig, distill
 from raydd.rded.actors import forward_batch_size
+from raydd.runtime import tune_allocator
 
 JOBS = {
     "imagenette": dict(dataset="imagenette-224sq", observers=["efficientnet_lite0"], class_map="imagenet",

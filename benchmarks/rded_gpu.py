@@ -42,11 +42,11 @@ import torch
 from _images import natural_jpegs
 from _machine import RssSampler, machine
 
-from raydd._runtime import tune_allocator
 from raydd.data.class_map import imagenet_wnids
 from raydd.models import load_observer
 from raydd.models.precision import autocast, set_fp32_math
 from raydd.rded import RdedConfig, distill
+from raydd.runtime import tune_allocator
 
 STAGES = ("data", "raw", "distill", "actors", "overlap")
 
@@ -58,7 +58,7 @@ def _class_images(folder: str, seed: int, count: int) -> int:
 def make_data(root: str, classes: int, per_class: int) -> dict[str, Any]:
     import ray
 
-    from raydd._runtime import init_ray
+    from raydd.runtime import init_ray
 
     init_ray()
     started = time.perf_counter()

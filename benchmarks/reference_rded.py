@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _machine import machine, shared_dataset
 
-from raydd._runtime import tune_allocator
+from raydd.runtime import tune_allocator
 
 JOBS = {
     "imagenette": dict(dataset="imagenette-224sq", observer="efficientnet_lite0", class_map="imagenet", ipc=10,

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from _machine import machine, shared_dataset
 
-from raydd._runtime import tune_allocator
+from raydd.runtime import tune_allocator
 
 SETTINGS = {"subset": "cifar10", "arch-name": "conv3", "stud-name": "conv3", "factor": "1", "num-crop": "5",
             "mipc": "300", "ipc": "10"}

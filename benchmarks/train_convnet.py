@@ -13,7 +13,7 @@ import time
 
 from _machine import machine, shared_dataset
 
-from raydd._runtime import tune_allocator
+from raydd.runtime import tune_allocator
 from raydd.train import TrainConfig, fit
 
 

@@ -117,7 +117,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from raydd._runtime import RunFailedError, tune_allocator
+    from raydd.runtime import RunFailedError, tune_allocator
 
     tune_allocator()
     args = get_parser().parse_args(argv)

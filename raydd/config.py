@@ -16,10 +16,21 @@ from typing import Any, TypeVar
 
 import yaml
 
-__all__ = ["add_config_arguments", "config_from_args", "config_hash", "config_to_dict", "execution_fields",
-           "load_config", "option"]
+__all__ = ["RENAMED", "add_config_arguments", "config_from_args", "config_hash", "config_to_dict",
+           "execution_fields", "load_config", "option"]
 
 C = TypeVar("C")
+
+# Spellings the jobs used before they shared these fields: a config or flag that still uses one is told the new.
+RENAMED = {
+    "num_actors": "num_workers",
+    "num_gpus_per_actor": "gpus_per_worker",
+    "threads_per_actor": "threads_per_worker",
+    "cpus_per_trial": "cpus_per_worker",
+    "gpus_per_trial": "gpus_per_worker",
+    "threads_per_trial": "threads_per_worker",
+    "use_gpu": "gpus_per_worker",
+}
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, flags: tuple[str, ...] = (), execution: bool = False,
@@ -77,8 +88,6 @@ def load_config(cls: type[C], path: str | Path | None = None, *, defaults: dict[
 
 
 def _refuse_renamed(names: set[str]) -> None:
-    from raydd.scaling import RENAMED
-
     old = sorted(n for n in names if n in RENAMED)
     if old:
         raise ValueError("renamed option(s): " + ", ".join(f"{n} is now {RENAMED[n]}" for n in old)
@@ -99,8 +108,6 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one ``--flag`` per field of ``cls`` (underscores become dashes), the execution-only ones last; defaults
     stay unset. A flag that was renamed is refused with its new spelling."""
-    from raydd.scaling import RENAMED
-
     hints = typing.get_type_hints(cls)
     parser.add_argument("--config", default=None, help="YAML file of options (flags override it)")
     fields = sorted(dataclasses.fields(cls), key=lambda f: bool(f.metadata.get("execution")))

@@ -16,18 +16,7 @@ from typing import Any
 
 from raydd.config import option
 
-__all__ = ["RENAMED", "Restartable", "Scaling", "apply_threads", "run_torch_trainer", "scaling_of"]
-
-# Spellings the jobs used before they shared these fields: a config or flag that still uses one is told the new.
-RENAMED = {
-    "num_actors": "num_workers",
-    "num_gpus_per_actor": "gpus_per_worker",
-    "threads_per_actor": "threads_per_worker",
-    "cpus_per_trial": "cpus_per_worker",
-    "gpus_per_trial": "gpus_per_worker",
-    "threads_per_trial": "threads_per_worker",
-    "use_gpu": "gpus_per_worker",
-}
+__all__ = ["Restartable", "Scaling", "apply_threads", "run_torch_trainer", "scaling_of"]
 
 
 @dataclass(kw_only=True)
@@ -100,7 +89,7 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raydd._runtime import RunFailedError, init_ray, lost_nodes, runtime_env
+    from raydd.runtime import RunFailedError, init_ray, lost_nodes, runtime_env
 
     init_ray(scaling.address)
     storage = _storage(storage_path)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from raydd._runtime import tune_allocator
+from raydd.runtime import tune_allocator
 
 tune_allocator()
 
@@ -78,7 +78,7 @@ def ray_session() -> Iterator[None]:
     """Ray on this machine: 2 CPUs and one logical GPU, where GPU requests schedule (and run on CPU)."""
     import ray
 
-    from raydd._runtime import init_ray
+    from raydd.runtime import init_ray
 
     init_ray(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     yield

@@ -128,8 +128,8 @@ def test_a_teacher_with_another_class_order_is_mapped_by_name(tmp_path):
 
 
 def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_session, tmp_path):
-    from raydd._runtime import RunFailedError
     from raydd.evaluate import EvalConfig, evaluate
+    from raydd.runtime import RunFailedError
 
     root, data, a, _ = made
     distilled = distill(_rded(root, data, "for-eval", [a]))
@@ -137,7 +137,7 @@ def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_sessio
     common = dict(distilled=str(distilled.path), val_data=str(val), epochs=1, seeds=[0], eval_every=1)
     # Stored labels: the trials get the set's own soft labels (the teacher still labels the baselines).
     from raydd.evaluate.runner import _load_set
-    from raydd.models.logits import dense_logits
+    from raydd.io.soft_labels import dense_logits
 
     stored = EvalConfig(**common, out=str(tmp_path / "stored"), soft_labels="stored", baseline="both",
                         real_data=str(data))

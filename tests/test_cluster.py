@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from raydd._runtime import RunFailedError
+from raydd.runtime import RunFailedError
 from tests.conftest import make_image_folder, save_random_observer
 
 pytestmark = pytest.mark.cluster
@@ -65,7 +65,7 @@ class ThreeNodes:
 def nodes() -> Iterator[ThreeNodes]:
     import ray
 
-    from raydd._runtime import init_ray
+    from raydd.runtime import init_ray
 
     ray.shutdown()  # a run of the whole suite: the session's one-node Ray gives way (these tests run last)
     cluster = ThreeNodes()

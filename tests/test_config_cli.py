@@ -88,7 +88,8 @@ def _job(path: str) -> type:
 
 @pytest.mark.parametrize("job", JOBS)
 def test_every_job_spells_its_scaling_the_same_and_leaves_it_out_of_its_hash(job):
-    from raydd.scaling import RENAMED, Scaling
+    from raydd.config import RENAMED
+    from raydd.scaling import Scaling
 
     cls = _job(job)
     shared = {f.name for f in dataclasses.fields(Scaling)}

@@ -18,7 +18,7 @@ def requests(monkeypatch):
     """Replaces Ray Train's trainer with one that records its scaling config and returns an empty result."""
     import ray.train.torch
 
-    import raydd._runtime as _runtime
+    import raydd.runtime as _runtime
 
     seen = []
 

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from raydd.models.logits import dense_logits, in_fixed_batches, patch_views, tail_stats, topk_logits
+from raydd.io.soft_labels import dense_logits, tail_stats, topk_logits
+from raydd.models.logits import in_fixed_batches, patch_views
 from raydd.rded import RdedConfig
 from raydd.rded.scoring import pad_to_canvas, realism_scores, score_crops
 from raydd.rded.selection import best_crops, combine_topk, in_doubt, partial_topk

@@ -171,7 +171,7 @@ def test_actor_pools_default_to_the_clusters_resources(setup, ray_session):
     from dataclasses import replace
 
     config = _config(setup, "unused")
-    plan, _ = pipeline._plan(config)
+    plan, _ = pipeline.plan_distillation(config)
     cpu = pipeline._actor_args(config, plan, "fp32", 64)
     assert (cpu["compute"].min_size, cpu["compute"].max_size) == (2, 2)  # one actor per CPU Ray has
     assert cpu["fn_constructor_kwargs"]["threads"] == 1 and cpu["num_cpus"] == 1 and cpu["batch_size"] is None

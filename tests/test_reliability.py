@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from raydd.config import config_hash
+from raydd.io.torch_files import ALLOW_PICKLE_ENV, load_torch_file
 from raydd.models import get_model, load_observer
-from raydd.models._weights import ALLOW_PICKLE_ENV, load_torch_file
 from tests.conftest import make_image_folder
 
 

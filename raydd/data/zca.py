@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ZCA_FILE", "Zca"]
+from raydd.io.storage import fetch, is_remote, list_files
+
+__all__ = ["ZCA_FILE", "Zca", "experts_zca", "has_experts_zca"]
 
 ZCA_FILE = "zca.pt"
 
@@ -57,3 +59,19 @@ class Zca:
     def load(cls, path: Path) -> Zca:
         state = torch.load(path, map_location="cpu", weights_only=True)
         return cls(state["mean"], state["transform"], state["inverse"], float(state["reg"]))
+
+
+def has_experts_zca(folder: str) -> bool:
+    """Whether ``folder`` (local or remote) holds the ZCA transform its experts were trained with."""
+    if is_remote(folder):
+        return bool(list_files(folder.rstrip("/"), ZCA_FILE))
+    return (Path(folder).expanduser() / ZCA_FILE).exists()
+
+
+def experts_zca(folder: str) -> Zca | None:
+    """The ZCA transform the experts of ``folder`` were trained with, or None (no ZCA)."""
+    if not has_experts_zca(folder):
+        return None
+    if is_remote(folder):
+        return Zca.load(fetch(f"{folder.rstrip('/')}/{ZCA_FILE}"))
+    return Zca.load(Path(folder).expanduser() / ZCA_FILE)

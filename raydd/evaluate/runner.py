@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from raydd._runtime import RunFailedError, init_ray, lost_nodes, tune_allocator
 from raydd.config import config_hash
 from raydd.data import list_images, load_class_map
 from raydd.data.class_map import ClassMap
@@ -31,11 +30,13 @@ from raydd.evaluate.herding import herding_subset
 from raydd.evaluate.scores import dd_ranking_scores
 from raydd.evaluate.students import StudentPlan, train_student
 from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
+from raydd.io.soft_labels import dense_logits
 from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
 from raydd.models.checkpoint import load_reported_state
-from raydd.models.logits import dense_logits, ensemble_logits
+from raydd.models.logits import ensemble_logits
 from raydd.models.observer import Observer, observer_info
+from raydd.runtime import RunFailedError, init_ray, lost_nodes, tune_allocator
 
 __all__ = ["evaluate"]
 

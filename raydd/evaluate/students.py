@@ -24,7 +24,7 @@ from raydd.models.registry import IMAGENET_NORM, Normalization, build_model
 from raydd.transforms.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.transforms.grid import grid_cells
 
-__all__ = ["StudentPlan", "rded_reported_epochs", "train_student"]
+__all__ = ["StudentPlan", "rded_reported_epochs", "student_optimizer", "teacher_logits", "train_student"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ def _normalize(x: torch.Tensor, norm: Normalization = IMAGENET_NORM) -> torch.Te
     return norm.apply(x)
 
 
-def _optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimizer:
+def student_optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimizer:
+    """MTT's SGD (momentum 0.9), or RDED's AdamW with weight decay on weight matrices and kernels only."""
     if plan.protocol == "mtt":
         return torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=0.9, weight_decay=plan.weight_decay)
     decay = [p for p in model.parameters() if p.ndim > 1]
@@ -86,7 +87,8 @@ def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes:
 
 
 @torch.inference_mode()
-def _teacher_logits(teacher: Observer, pixels: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def teacher_logits(teacher: Observer, pixels: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The teacher's float32 logits for the student's views, resized to the teacher's input size if they differ."""
     if pixels.shape[-1] != teacher.input_size:
         pixels = F.interpolate(pixels, size=(teacher.input_size,) * 2, mode="bilinear", antialias=True,
                                align_corners=False)
@@ -165,7 +167,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0x5EED]).generate_state(1)[0]))
     model, _ = build_model(plan.student, plan.num_classes, plan.input_size)
     model = model.to(device)
-    optimizer = _optimizer(model, plan)
+    optimizer = student_optimizer(model, plan)
     schedule = rded_lr if plan.protocol == "rded" else mtt_lr
     if teacher is not None:
         teacher = teacher.to(device).eval()
@@ -235,7 +237,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                     rows = soft[batch]
                     target = rows if perm is None else _mixed_soft_targets(rows, perm, lam, plan.temperature)
                 else:
-                    target = _teacher_logits(teacher, x, dtype)
+                    target = teacher_logits(teacher, x, dtype)
                 loss = kd_loss(logits, target, plan.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -33,6 +33,7 @@ import yaml
 from PIL import Image
 
 from raydd.io.names import UnsafeClassNameError, check_class_names
+from raydd.io.soft_labels import dense_logits
 from raydd.io.storage import (
     delete_tree,
     download_tree,
@@ -266,8 +267,6 @@ class DistilledSet:
     def export_ddranking(self, out: str | Path) -> Path:
         """DD-Ranking's input: an ImageFolder (``<class>/<n>.png``) and ``soft_labels.pt`` (dense logits
         ``[N, num_classes]`` in the ImageFolder's sorted file order). Refuses an existing non-empty ``out``."""
-        from raydd.models.logits import dense_logits
-
         target = Path(out)
         if target.exists() and any(target.iterdir()):
             raise OutputExistsError(f"{target} exists and is not empty")

@@ -5,7 +5,7 @@ Each expert is one file, ``expert_NNNN.pt``: ``{"format", "model", "model_args",
 "config", "normalization": {"name", "mean", "std"} of its inputs (absent before issue 29: ImageNet's)}``,
 written through a temporary name. A folder of them may be remote (``s3://…``): readers download the files once
 into a local mirror. When the experts were trained on ZCA-whitened images the transform is ``zca.pt`` beside
-them.
+them (``raydd.data.zca.experts_zca``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from raydd.data.zca import ZCA_FILE, Zca
 from raydd.io.storage import fetch, is_remote, list_files
-from raydd.models._weights import load_torch_file
+from raydd.io.torch_files import load_torch_file
 
-__all__ = ["FORMAT", "expert_files", "expert_name", "experts_zca", "finished_experts", "flat_params",
-           "has_experts_zca", "load_expert", "param_layout", "save_expert"]
+__all__ = ["FORMAT", "expert_files", "expert_name", "finished_experts", "flat_params", "load_expert", "param_layout",
+           "save_expert"]
 
 FORMAT = "raydd.expert.v1"
 
@@ -52,22 +51,6 @@ def load_expert(path: str | Path) -> dict[str, Any]:
     if state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a raydd expert file")
     return state
-
-
-def has_experts_zca(folder: str) -> bool:
-    """Whether ``folder`` (local or remote) holds the ZCA transform its experts were trained with."""
-    if is_remote(folder):
-        return bool(list_files(folder.rstrip("/"), ZCA_FILE))
-    return (Path(folder).expanduser() / ZCA_FILE).exists()
-
-
-def experts_zca(folder: str) -> Zca | None:
-    """The ZCA transform the experts of ``folder`` were trained with, or None (no ZCA)."""
-    if not has_experts_zca(folder):
-        return None
-    if is_remote(folder):
-        return Zca.load(fetch(f"{folder.rstrip('/')}/{ZCA_FILE}"))
-    return Zca.load(Path(folder).expanduser() / ZCA_FILE)
 
 
 def expert_name(i: int) -> str:

@@ -22,12 +22,12 @@ import torch
 import torch.distributed as dist
 
 from raydd.config import config_hash
-from raydd.data.zca import ZCA_FILE, Zca
-from raydd.io.experts import expert_files, experts_zca, load_expert
+from raydd.data.zca import ZCA_FILE, Zca, experts_zca
+from raydd.io.experts import expert_files, load_expert
+from raydd.io.torch_files import load_torch_file
 from raydd.matching.config import MatchConfig
 from raydd.matching.loss import matching_gradients
 from raydd.matching.weights import ImportanceWeights, still_elements
-from raydd.models._weights import load_torch_file
 from raydd.models.checkpoint import load_reported_state
 from raydd.models.registry import IMAGENET_NORM, Normalization, get_model
 from raydd.transforms.augment import dsa
@@ -110,7 +110,7 @@ def _all_mean(tensors: list[torch.Tensor], world: int) -> None:
 def _match_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
-    from raydd._runtime import tune_allocator
+    from raydd.runtime import tune_allocator
     from raydd.scaling import apply_threads
 
     tune_allocator()
@@ -308,9 +308,9 @@ def match(config: MatchConfig):
     Rerunning the same config resumes from the last checkpoint; the result is a distilled set (images,
     manifest with the learned lr, montage, ``stats.json`` with the weights' summary, ``weights.png``).
     """
-    from raydd._runtime import tune_allocator
     from raydd.data import list_images
     from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml
+    from raydd.runtime import tune_allocator
     from raydd.scaling import run_torch_trainer
 
     tune_allocator()

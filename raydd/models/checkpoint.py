@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from raydd.io.storage import download_file, is_remote, list_files, mirror_of, remote_is_empty
-from raydd.models._weights import load_torch_file
+from raydd.io.torch_files import load_torch_file
 from raydd.models.registry import Normalization
 
 __all__ = ["CHECKPOINT_FILE", "find_checkpoint", "load_reported_state", "read_checkpoint", "save_checkpoint"]

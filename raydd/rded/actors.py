@@ -12,14 +12,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from raydd._runtime import tune_allocator
 from raydd.data import DecodeStats
 from raydd.data.decode import decode_tensors, probe
-from raydd.models.logits import ensemble_logits, patch_views, tail_stats, topk_logits
+from raydd.io.soft_labels import tail_stats, topk_logits
+from raydd.models.logits import ensemble_logits, patch_views
 from raydd.models.observer import Observer, load_observer
 from raydd.models.precision import autocast_dtype, resolve_scoring_precision, set_fp32_math
 from raydd.rded.scoring import score_crops
 from raydd.rded.selection import best_crops
+from raydd.runtime import tune_allocator
 from raydd.transforms.crops import cut_boxes
 from raydd.transforms.grid import grid_cells
 

@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raydd._runtime import init_ray, tune_allocator
 from raydd.data import ClassMap, list_images, sample_per_class
 from raydd.data.filesystem import resolve
 from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_parquet
@@ -35,16 +34,17 @@ from raydd.rded import tasks
 from raydd.rded.actors import LAYOUT_COLUMNS, LabelImages, ScoreCrops
 from raydd.rded.config import RdedConfig
 from raydd.rded.selection import combine_topk, in_doubt, partial_topk
+from raydd.runtime import init_ray, tune_allocator
 from raydd.transforms.crops import draft_size
 from raydd.transforms.grid import patch_ranks
 
-__all__ = ["distill"]
+__all__ = ["DistillPlan", "distill", "draw_candidates", "plan_distillation"]
 
 log = logging.getLogger("raydd.rded")
 
 
 @dataclass(frozen=True)
-class _Plan:
+class DistillPlan:
     """Everything resolved on the driver before any work starts."""
 
     fs: Any
@@ -58,7 +58,9 @@ class _Plan:
     gpu: bool
 
 
-def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
+def plan_distillation(config: RdedConfig) -> tuple[DistillPlan, Any]:
+    """Step 0, on the driver: the classes, each observer's output columns, sizes and precision (observers'
+    metadata only: the actors load the weights), and the index of the data's files."""
     index = list_images(config.data)
     unknown = sorted(set(config.classes or ()) - set(index.classes))
     if unknown:
@@ -73,14 +75,14 @@ def _plan(config: RdedConfig) -> tuple[_Plan, Any]:
     input_size = config.input_size or observers[0].input_size
     fs, root = resolve(config.data)
     gpu = config.use_gpu
-    plan = _Plan(fs=fs, root=root, classes=cmap.classes, columns=columns, weights=[o.weights for o in observers],
+    plan = DistillPlan(fs=fs, root=root, classes=cmap.classes, columns=columns, weights=[o.weights for o in observers],
                  input_size=input_size,
                  crop_size=input_size // config.factor, gpu=gpu,
                  precision=resolve_scoring_precision(config.precision, "cuda" if gpu else "cpu"))
     return plan, index
 
 
-def _candidates(config: RdedConfig, plan: _Plan, index: Any) -> pa.Table:
+def draw_candidates(config: RdedConfig, plan: DistillPlan, index: Any) -> pa.Table:
     """Step 1: ``mipc`` seeded draws per class; ids follow (class order, draw order).
 
     Parquet rows are put in (shard, row) order, so that each block of candidates reads few shards and, in each,
@@ -116,7 +118,7 @@ def _driver_rows(table: pa.Table, block_rows: int) -> Any:
     return ray.data.from_items(rows, override_num_blocks=-(-table.num_rows // block_rows))
 
 
-def _actor_args(config: RdedConfig, plan: _Plan, precision: str, batch_rows: int) -> dict[str, Any]:
+def _actor_args(config: RdedConfig, plan: DistillPlan, precision: str, batch_rows: int) -> dict[str, Any]:
     """``map_batches`` arguments of an observer actor pool. GPU actors get an explicit batch size (Ray Data
     requires one when GPUs are requested); forwards of a fixed shape keep the results independent of it."""
     import ray
@@ -150,7 +152,7 @@ def _actor_args(config: RdedConfig, plan: _Plan, precision: str, batch_rows: int
     return args
 
 
-def _score(config: RdedConfig, plan: _Plan, candidates: pa.Table, parts_dir: Path, stats: dict[str, Any], *,
+def _score(config: RdedConfig, plan: DistillPlan, candidates: pa.Table, parts_dir: Path, stats: dict[str, Any], *,
            precision: str, block_images: int) -> list[pa.Table]:
     """Steps 2–3 through Ray Data; returns the score parts (earlier runs' parts included)."""
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +210,7 @@ def _scores_table(batch: dict[str, np.ndarray]) -> pa.Table:
     })
 
 
-def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Table, folder: Path,
+def _refine(config: RdedConfig, plan: DistillPlan, candidates: pa.Table, scores: pa.Table, folder: Path,
             stats: dict[str, Any]) -> pa.Table:
     """Rescore in fp32 the images whose selection the scoring precision leaves in doubt (those no earlier run
     refined), and put those scores in place; rows rescored are marked ``refined``.
@@ -241,7 +243,7 @@ def _refine(config: RdedConfig, plan: _Plan, candidates: pa.Table, scores: pa.Ta
     return pa.concat_tables([kept, refined.select(kept.column_names)])
 
 
-def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
+def _layout(config: RdedConfig, plan: DistillPlan, topk: pa.Table) -> pa.Table:
     """Which ranked patches make each distilled image (step 5), one row per distilled image, one list column per
     fact of its patches: sources, boxes, full sizes, scores, and the JPEG draft size each was scored at ((0, 0):
     full size)."""
@@ -276,7 +278,7 @@ def _layout(config: RdedConfig, plan: _Plan, topk: pa.Table) -> pa.Table:
     return pa.table(rows)
 
 
-def _assemble_and_label(config: RdedConfig, plan: _Plan, layout: pa.Table, writer: DistilledSetWriter) -> None:
+def _assemble_and_label(config: RdedConfig, plan: DistillPlan, layout: pa.Table, writer: DistilledSetWriter) -> None:
     """Steps 5–6 through Ray Data; each image, its sources and soft labels go to ``writer`` as it arrives."""
     init_ray(config.address)
     # A GPU actor labels many images a call; on CPU small blocks keep every actor busy.
@@ -389,8 +391,8 @@ def distill(config: RdedConfig) -> DistilledSet:
         return DistilledSet(config.out)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    plan, index = _plan(config)
-    candidates = _candidates(config, plan, index)
+    plan, index = plan_distillation(config)
+    candidates = draw_candidates(config, plan, index)
     reused = _load_scores(config) if config.from_scores else None  # refused before any folder is made
     run = RunFolder.open(config.out, result_hash, kind="rded")
     write_config_yaml(asdict(config), run.work / "config.yaml")

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from raydd._runtime import tune_allocator
 from raydd.data import DecodeStats, decode_rgb, read_image_bytes
 from raydd.data.decode import probe
 from raydd.data.filesystem import join
+from raydd.runtime import tune_allocator
 from raydd.transforms.crops import crop_rng, cut_box, draft_size, sample_boxes
 from raydd.transforms.grid import grid_cells, stitch
 

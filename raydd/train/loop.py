@@ -23,12 +23,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from raydd._runtime import tune_allocator
 from raydd.data import ClassMap, DecodeStats, list_images, load_class_map, sample_per_class
 from raydd.data.memory import load_labelled
 from raydd.models.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, Normalization, build_model, get_entry
+from raydd.runtime import tune_allocator
 from raydd.scaling import apply_threads
 from raydd.train.config import TrainConfig
 from raydd.transforms.augment import random_crop_flip

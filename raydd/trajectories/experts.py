@@ -19,13 +19,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from raydd.config import option
-from raydd.data.zca import ZCA_FILE, Zca
+from raydd.data.zca import ZCA_FILE, Zca, has_experts_zca
 from raydd.io.experts import (
     expert_files,
     expert_name,
     finished_experts,
     flat_params,
-    has_experts_zca,
     param_layout,
     save_expert,
 )
@@ -119,10 +118,10 @@ def _whiten(images: torch.Tensor, config: ExpertsConfig, rank: int, folder: Path
 def _expert_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
-    from raydd._runtime import tune_allocator
     from raydd.data import list_images, load_class_map, sample_per_class
     from raydd.data.memory import load_labelled
     from raydd.models.registry import build_model, get_entry
+    from raydd.runtime import tune_allocator
 
     tune_allocator()
     config = ExpertsConfig(**loop_config["config"])
