@@ -62,7 +62,7 @@ def _run_match(args: argparse.Namespace) -> Any:
     from raydd.matching import MatchConfig, match
 
     distilled = match(config_from_args(MatchConfig, args))
-    return {"out": str(distilled.path), "images": len(distilled), "learned_lr": distilled.meta.get("learned_lr"),
+    return {"out": str(distilled.path), "images": len(distilled), "learned_lr": distilled.info.learned_lr,
             "montage": str(distilled.path / "montage.png")}
 
 

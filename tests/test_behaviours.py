@@ -53,7 +53,7 @@ def test_ensembles_jpeg_output_and_parquet_sources(made, ray_session):
         written = (both.path / row["file"]).read_bytes()
         assert row["file"].endswith(".jpg") and written[:3] == b"\xff\xd8\xff"
         assert hashlib.sha256(written).hexdigest() == row["sha256"]
-    assert both.images()[0].shape == (3, 3, 32, 32) and both.meta["observers"] == [a, b]
+    assert both.images()[0].shape == (3, 3, 32, 32) and both.info.observers == [a, b]
 
     # The same images as a Parquet table (bytes and class): every patch comes from a row of its own class.
     rows = [{"image": (data / c / f.name).read_bytes(), "label": c} for c in CLASSES
@@ -76,7 +76,7 @@ def test_imagenet_class_map_end_to_end(tmp_path, ray_session):
     distilled = distill(RdedConfig(data=str(data), observers=[f"torchvision:resnet18@{tmp_path / 'resnet18.pth'}"],
                                    class_map="imagenet", out=str(tmp_path / "out"), ipc=1, factor=1, mipc=4,
                                    num_crops=2, input_size=32, precision="fp32"))
-    assert distilled.classes == sorted(wnids) and distilled.meta["observer_columns"] == [[2, 7, 500]]
+    assert distilled.classes == sorted(wnids) and distilled.info.observer_columns == [[2, 7, 500]]
     assert (distilled.soft_labels()[0] < 3).all()  # labels index the set's 3 classes, not ImageNet's 1000
 
 

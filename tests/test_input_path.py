@@ -130,11 +130,11 @@ def test_a_label_that_is_not_a_folder_name_is_refused_before_any_output_exists(t
 
 
 def test_an_export_refuses_a_manifest_whose_files_leave_the_set(tmp_path):
-    from raydd.io import DistilledSet, DistilledSetWriter
+    from raydd.io import DistilledSet, DistilledSetWriter, SetInfo
 
     writer = DistilledSetWriter(tmp_path / "set", ["a"])
     writer.add(0, _png(3), sources=["x.png"])
-    manifest = writer.finish({"classes": ["a"]}, {})
+    manifest = writer.finish(SetInfo(method="test", classes=["a"]), {})
     forged = manifest.set_column(manifest.schema.get_field_index("file"), "file", pa.array(["images/../../x.png"]))
     pq.write_table(forged.replace_schema_metadata(manifest.schema.metadata), tmp_path / "set" / "manifest.parquet")
     with pytest.raises(UnsafeClassNameError):

@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from raydd.data import DecodeStats, list_images
 from raydd.data.memory import load_labelled
-from raydd.io import DistilledSet, DistilledSetWriter
+from raydd.io import DistilledSet, DistilledSetWriter, SetInfo
 from tests.conftest import make_image_folder
 
 
@@ -28,7 +29,7 @@ def test_a_written_set_reads_back_with_its_rows_labels_and_pictures(tmp_path):
                       patch_labels=[patch]) == "images/dog/00000.png"
     writer.add(0, _png(10), sources=["c/1.jpg"], boxes=[[1, 2, 3]], scores=[0.2], label=top, patch_labels=[patch])
     writer.add(1, _png(90), sources=["d/2.jpg"], boxes=[[2, 2, 4]], scores=[0.3], label=top, patch_labels=[patch])
-    manifest = writer.finish({"classes": ["cat", "dog"], "method": "test"}, {"images": len(writer)})
+    manifest = writer.finish(SetInfo(method="test", classes=["cat", "dog"]), {"images": len(writer)})
 
     assert manifest.column("file").to_pylist() == ["images/cat/00000.png", "images/dog/00000.png",
                                                    "images/dog/00001.png"]  # class order, whatever the arrival
@@ -53,7 +54,7 @@ def test_images_numbered_by_the_caller_may_arrive_in_any_order_and_are_on_disk_a
         assert (tmp_path / rel).read_bytes() == _png(value)  # written on arrival: the caller keeps nothing
     with pytest.raises(ValueError, match="added twice"):
         writer.add(0, _png(1), n=1, sources=["x"])
-    manifest = writer.finish({"classes": ["a", "b"]}, {})
+    manifest = writer.finish(SetInfo(method="test", classes=["a", "b"]), {})
     assert list(zip(manifest["class_index"].to_pylist(), manifest["n"].to_pylist(), strict=True)) == [
         (0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     assert manifest["patch_sources"].to_pylist() == [["src/10.jpg"], ["src/15.jpg"], ["src/30.jpg"],
@@ -74,7 +75,7 @@ def test_a_class_name_that_is_not_one_path_component_is_refused_before_anything_
 def test_a_set_without_labels_or_boxes_has_neither_table_nor_columns(tmp_path):
     writer = DistilledSetWriter(tmp_path, ["a"])
     writer.add(0, _png(5), sources=["a/1.jpg"])
-    manifest = writer.finish({"classes": ["a"]}, {})
+    manifest = writer.finish(SetInfo(method="test", classes=["a"]), {})
     assert "patch_boxes" not in manifest.column_names and not (tmp_path / "soft_labels.parquet").exists()
 
 
@@ -83,7 +84,7 @@ def test_boxes_for_some_images_only_are_refused(tmp_path):
     writer.add(0, _png(5), sources=["a/1.jpg"], boxes=[[0, 0, 8]])
     writer.add(0, _png(6), sources=["a/2.jpg"])
     with pytest.raises(ValueError, match="patch_boxes were given for 1 of 2 images"):
-        writer.finish({}, {})
+        writer.finish(SetInfo(method="test", classes=[]), {})
     with pytest.raises(ValueError, match="image_format"):
         DistilledSetWriter(tmp_path, ["a"], image_format="gif")
 
@@ -102,3 +103,21 @@ def test_the_loader_keeps_class_order_drawn_files_and_shards_and_counts_what_it_
     shards = [load_labelled(index, ["a", "b", "c"], size=8, shard=(rank, 2)) for rank in range(2)]
     assert sorted(shards[0].refs + shards[1].refs) == sorted(everything.refs)
     assert not set(shards[0].refs) & set(shards[1].refs)
+
+
+def test_set_info_writes_each_methods_keys_as_before_and_reads_old_sets():
+    rded = SetInfo(method="rded", classes=["a", "b"], observers=["convnet3_bn:w.pt"], observer_columns=[None],
+                   observer_weights=["w.pt"], seed=0, config_hash="h", input_size=32, factor=2, ipc=10)
+    # the dict the pipeline wrote before SetInfo, key for key and in its order
+    assert rded.to_json() == json.dumps({
+        "method": "rded", "classes": ["a", "b"], "observers": ["convnet3_bn:w.pt"], "observer_columns": [None],
+        "observer_weights": ["w.pt"], "seed": 0, "config_hash": "h", "input_size": 32, "factor": 2, "ipc": 10}).encode()
+    norm = {"mean": [0.5] * 3, "std": [0.2] * 3}
+    iadd = SetInfo(method="iadd", classes=["a"], learned_lr=0.01, input_size=32, zca=False, ipc=1, iterations=5,
+                   skipped_steps=0, normalization=norm, config_hash="h")
+    assert iadd.to_json() == json.dumps({
+        "method": "iadd", "classes": ["a"], "learned_lr": 0.01, "input_size": 32, "zca": False, "factor": 1, "ipc": 1,
+        "iterations": 5, "skipped_steps": 0, "normalization": norm, "config_hash": "h"}).encode()
+    assert SetInfo.from_json(rded.to_json()) == rded and SetInfo.from_json(iadd.to_json()) == iadd
+    old = SetInfo.from_json(json.dumps({"method": "rded", "classes": ["a"], "a_key_from_elsewhere": 1}).encode())
+    assert (old.factor, old.observers, old.learned_lr, old.normalization) == (1, [], None, None)

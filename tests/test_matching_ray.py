@@ -39,7 +39,7 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     stats = distilled.stats
     assert stats["worker_divergence"] == 0.0
     assert stats["iterations"] == 4 and stats["skipped_steps"] == 0
-    assert stats["learned_lr"] != 0.01 and distilled.meta["learned_lr"] == stats["learned_lr"]  # alpha moved
+    assert stats["learned_lr"] != 0.01 and distilled.info.learned_lr == stats["learned_lr"]  # alpha moved
     assert set(stats["weights"]) == set(first["names"])
     images, labels = distilled.images()
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 2]
@@ -48,14 +48,14 @@ def test_experts_then_two_worker_iadd(tmp_path, ray_session):
     assert _moved_from_their_sources(distilled) == 3  # matching changed every image it started from
 
     # ZCA: the experts' transform travels with the set, and the evaluation whitens with it
-    assert (tmp_path / "experts" / "zca.pt").exists() and distilled.meta["zca"] is True
+    assert (tmp_path / "experts" / "zca.pt").exists() and distilled.info.zca is True
     shipped, fitted = Zca.load(distilled.path / "zca.pt"), Zca.load(tmp_path / "experts" / "zca.pt")
     assert torch.equal(shipped.transform, fitted.transform)
     report = evaluate(EvalConfig(distilled=str(distilled.path), val_data=str(data), out=str(tmp_path / "eval"),
                                  protocol="mtt", epochs=2, seeds=[0]))
     assert report["zca"] is True and len(report["sets"]["distilled"]["final_acc"]) == 1
     # ... and with the experts' normalisation (MTT's per-data-set constants), which the set records
-    assert distilled.meta["normalization"] == {k: first["normalization"][k] for k in ("mean", "std")}
+    assert distilled.info.normalization == {k: first["normalization"][k] for k in ("mean", "std")}
     assert report["plan"]["normalization"] == [first["normalization"]["mean"], first["normalization"]["std"]]
 
 

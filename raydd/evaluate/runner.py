@@ -72,15 +72,14 @@ def _load_set(config: EvalConfig) -> tuple[_TrainingSet, _Source]:
     if is_distilled_set(config.distilled):
         distilled = DistilledSet(config.distilled)
         x, y = distilled.images()
-        meta = distilled.meta
         soft = cells = None
         if config.protocol == "rded" and config.soft_labels == "stored":
             soft, cells = _stored_labels(distilled, _temperature(config))
         counts = np.bincount(y.numpy())
         return _TrainingSet(x, y, soft, cells), _Source(
-            classes=distilled.classes, factor=int(meta.get("factor", 1)), ipc=int(counts.max()),
-            observers=list(meta.get("observers", [])), columns=meta.get("observer_columns"),
-            learned_lr=meta.get("learned_lr"), normalization=meta.get("normalization"),
+            classes=distilled.classes, factor=distilled.info.factor, ipc=int(counts.max()),
+            observers=list(distilled.info.observers), columns=distilled.info.observer_columns,
+            learned_lr=distilled.info.learned_lr, normalization=distilled.info.normalization,
             zca=Zca.load(distilled.path / ZCA_FILE) if (distilled.path / ZCA_FILE).exists() else None)
     if config.soft_labels == "stored":
         raise ValueError(f"{config.distilled} is a plain ImageFolder: it has no stored soft labels "

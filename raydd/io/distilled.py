@@ -33,6 +33,7 @@ import yaml
 from PIL import Image
 
 from raydd.io.names import UnsafeClassNameError, check_class_names
+from raydd.io.set_info import SetInfo
 from raydd.io.soft_labels import dense_logits
 from raydd.io.storage import (
     delete_tree,
@@ -209,7 +210,7 @@ class DistilledSet:
             raise FileNotFoundError(f"{self.path} is not a raydd distilled set (no manifest.parquet)")
         self.manifest = pq.read_table(self.path / "manifest.parquet")
         meta = self.manifest.schema.metadata or {}
-        self.meta: dict[str, Any] = json.loads(meta.get(b"raydd", b"{}"))
+        self.info = SetInfo.from_json(meta.get(b"raydd"))
 
     @staticmethod
     def _local_copy(uri: str) -> Path:
@@ -224,7 +225,7 @@ class DistilledSet:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.meta.get("classes", []))
+        return list(self.info.classes)
 
     def __len__(self) -> int:
         return self.manifest.num_rows

@@ -10,7 +10,6 @@ folder (``RunFolder.work``) is the writer's; moving it into place is the run's.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow as pa
 from raydd.io.distilled import write_json, write_parquet
 from raydd.io.montage import write_montage
 from raydd.io.names import check_class_names
+from raydd.io.set_info import SetInfo
 
 __all__ = ["DistilledSetWriter", "fixed_size_list"]
 
@@ -107,13 +107,13 @@ class DistilledSetWriter:
                 columns[key] = given
         return pa.table(columns)
 
-    def finish(self, info: dict[str, Any], stats: dict[str, Any]) -> pa.Table:
+    def finish(self, info: SetInfo, stats: dict[str, Any]) -> pa.Table:
         """Write ``manifest.parquet`` (``info`` as its metadata), ``soft_labels.parquet`` (when images had
         labels), ``montage.png`` and ``stats.json``; returns the manifest."""
         if not len(self):
             raise ValueError("a distilled set needs at least one image")
         manifest = self.manifest()
-        write_parquet(manifest.replace_schema_metadata({b"raydd": json.dumps(info).encode()}),
+        write_parquet(manifest.replace_schema_metadata({b"raydd": info.to_json()}),
                       self.folder / "manifest.parquet")
         labels = [(image, patch, label) for image, row in enumerate(self._in_order()) for patch, label in row["labels"]]
         if labels:

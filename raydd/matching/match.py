@@ -246,6 +246,7 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
 
     from PIL import Image
 
+    from raydd.io.set_info import SetInfo
     from raydd.io.writer import DistilledSetWriter
 
     history = state.get("weight_history") or {}
@@ -262,10 +263,10 @@ def _write_set(config: MatchConfig, state: dict[str, Any], work: Path, zca: Zca 
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
         writer.add(label, buf.getvalue(), sources=[source])
-    info = {"method": config.method, "classes": state["classes"], "learned_lr": state["lr"],
-            "input_size": state["input_size"], "zca": zca is not None, "factor": 1, "ipc": config.ipc,
-            "iterations": state["iteration"], "skipped_steps": state["skipped"], "normalization": norm,
-            "config_hash": config_hash(config)}
+    info = SetInfo(method=config.method, classes=state["classes"], learned_lr=state["lr"],
+                   input_size=state["input_size"], zca=zca is not None, factor=1, ipc=config.ipc,
+                   iterations=state["iteration"], skipped_steps=state["skipped"], normalization=norm,
+                   config_hash=config_hash(config))
     writer.finish(info, {"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
                          "skipped_files": state["skipped_files"], "worker_divergence": state["worker_divergence"],
                          "resumed_from": state.get("resumed_from", 0), "memory": config.memory,

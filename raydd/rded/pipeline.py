@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from raydd.data import ClassMap, list_images, sample_per_class
 from raydd.data.filesystem import resolve
 from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_parquet
+from raydd.io.set_info import SetInfo
 from raydd.io.storage import is_remote
 from raydd.io.writer import DistilledSetWriter, fixed_size_list
 from raydd.models.observer import observer_info
@@ -433,9 +434,9 @@ def distill(config: RdedConfig) -> DistilledSet:
     writer = DistilledSetWriter(run.work, plan.classes, image_format=config.image_format)
     _assemble_and_label(config, plan, layout, writer)
     timings["assemble_label_s"] = time.perf_counter() - t
-    info = {"method": "rded", "classes": list(plan.classes), "observers": list(config.observers),
-            "observer_columns": plan.columns, "observer_weights": plan.weights, "seed": config.seed,
-            "config_hash": result_hash, "input_size": plan.input_size, "factor": config.factor, "ipc": config.ipc}
+    info = SetInfo(method="rded", classes=list(plan.classes), observers=list(config.observers),
+                   observer_columns=plan.columns, observer_weights=plan.weights, seed=config.seed,
+                   config_hash=result_hash, input_size=plan.input_size, factor=config.factor, ipc=config.ipc)
     for folder in ("scores", "refine"):
         if (run.work / folder).exists():
             _remove_parts(run.work / folder)
