@@ -4,10 +4,15 @@ Every job's config inherits these fields, so ``--num-workers``, ``--cpus-per-wor
 mean the same everywhere: a worker is RDED's scoring actor, a Ray Train worker (``train``, ``experts``,
 ``match``) or one of evaluation's concurrent student trials. All are execution only (``option(execution=True)``):
 no job's result hash contains them, so a rerun with more workers or another cluster resumes the same run.
+
+This module is the one place they become Ray arguments: an actor pool's (``actor_pool``), a Tune trial's
+(``trial_resources``), a Ray Train run's (``run_torch_trainer``, and ``start_train_worker`` inside its workers);
+and the one place a failed run says how to resume (``run_failed``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -15,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from raydd.config import option
+from raydd.runtime import RunFailedError, lost_nodes
 
-__all__ = ["Restartable", "Scaling", "apply_threads", "run_torch_trainer", "scaling_of"]
+__all__ = ["ActorPool", "Restartable", "Scaling", "TrainWorker", "actor_pool", "run_failed", "run_torch_trainer",
+           "scaling_of", "start_train_worker", "trial_resources"]
 
 
 @dataclass(kw_only=True)
@@ -89,7 +96,7 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raydd.runtime import RunFailedError, init_ray, lost_nodes, runtime_env
+    from raydd.runtime import init_ray, runtime_env
 
     init_ray(scaling.address)
     storage = _storage(storage_path)
@@ -110,16 +117,81 @@ def run_torch_trainer(loop: Callable[[dict[str, Any]], None], loop_config: dict[
     try:
         return trainer.fit()
     except TrainingFailedError as err:
-        retried = f" after {scaling.max_failures} restart(s)" if scaling.max_failures else ""
-        raise RunFailedError(
-            f"Ray Train run {name!r} failed{retried}: {err}\n{lost_nodes(started)}Its checkpoints are kept in "
-            f"{storage}/{name}: run the same command again to resume from the last one (--max-failures N restarts "
-            "the workers by itself that many times)") from err
+        raise run_failed(f"Ray Train run {name!r}", err, scaling, started=started,
+                         kept=f"Its checkpoints are kept in {storage}/{name}: run the same command again to resume "
+                              "from the last one") from err
 
 
-def apply_threads(scaling: Scaling) -> None:
-    """Inside a Ray Train worker: set torch's threads when the config names a count (Ray set the default)."""
+def run_failed(what: str, error: BaseException, scaling: Restartable, *, started: float, kept: str) -> RunFailedError:
+    """The error of a run that failed past its restarts: what failed and why, the nodes lost since ``started``,
+    where its work is kept and how to resume it (``kept``), and the flag that restarts by itself."""
+    retried = f" after {scaling.max_failures} restart(s)" if scaling.max_failures else ""
+    return RunFailedError(f"{what} failed{retried}: {error}\n{lost_nodes(started)}{kept} (--max-failures N restarts "
+                          "it by itself that many times)")
+
+
+@dataclass(frozen=True)
+class TrainWorker:
+    """Where a Ray Train worker stands: its rank among ``world`` workers and its device."""
+
+    rank: int
+    world: int
+    device: Any  # torch.device
+
+
+def start_train_worker(scaling: Scaling) -> TrainWorker:
+    """The first call of every Ray Train loop: the tuned allocator, torch's threads when the config names a count
+    (Ray set the default: the CPUs the worker reserved), this worker's rank and its device (the GPU Ray gave it,
+    or the CPU)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from raydd.runtime import tune_allocator
+
+    tune_allocator()
     if scaling.threads_per_worker is not None:
-        import torch
-
         torch.set_num_threads(scaling.threads_per_worker)
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device() if scaling.use_gpu else torch.device("cpu")
+    return TrainWorker(context.get_world_rank(), context.get_world_size(), device)
+
+
+def trial_resources(scaling: Scaling) -> dict[str, float]:
+    """What each Ray Tune trial reserves."""
+    return {"cpu": scaling.cpus_per_worker or 1.0, "gpu": scaling.gpus_per_worker}
+
+
+@dataclass(frozen=True)
+class ActorPool:
+    """A Ray Data actor pool's size and what each actor reserves, with the torch threads it should run."""
+
+    size: int
+    num_cpus: float
+    num_gpus: float
+    threads: int
+
+
+def actor_pool(scaling: Scaling) -> ActorPool:
+    """The actor pool ``scaling`` asks for on the running cluster: by default one actor per CPU, or per
+    ``gpus_per_worker`` of the cluster's GPUs. A GPU actor still keeps a core busy (launching kernels, decoding
+    what nvJPEG cannot) but must not take the cores its pipeline's CPU tasks need to read and encode: by default
+    the GPU actors reserve at most half of them."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
+    if scaling.use_gpu:
+        default = int(resources.get("GPU", 0) / scaling.gpus_per_worker)
+        if default < 1 and scaling.num_workers is None:
+            raise ValueError(f"gpus_per_worker = {scaling.gpus_per_worker} but the Ray cluster has "
+                             f"{resources.get('GPU', 0)} GPUs; lower it, or score on CPU with 0")
+    else:
+        default = cpus
+    size = scaling.num_workers or default
+    if scaling.use_gpu:
+        num_cpus = scaling.cpus_per_worker or min(1.0, cpus / (2 * size))
+    else:
+        num_cpus = scaling.cpus_per_worker or 1
+    return ActorPool(size=size, num_cpus=num_cpus, num_gpus=scaling.gpus_per_worker,
+                     threads=scaling.threads_per_worker or max(1, cpus // size))

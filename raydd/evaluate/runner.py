@@ -36,7 +36,8 @@ from raydd.models import get_entry, load_observer
 from raydd.models.checkpoint import load_reported_state
 from raydd.models.logits import ensemble_logits
 from raydd.models.observer import Observer, observer_info
-from raydd.runtime import RunFailedError, init_ray, lost_nodes, tune_allocator
+from raydd.runtime import init_ray, tune_allocator
+from raydd.scaling import run_failed, trial_resources
 
 __all__ = ["evaluate"]
 
@@ -377,7 +378,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     init_ray(config.address)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, sets=sets, val=val, zca=source.zca, plans=plans, teacher=teacher),
-        {"cpu": config.cpus_per_worker or 1.0, "gpu": config.gpus_per_worker},
+        trial_resources(config),
     )
     experiment = f"{run.storage}/tune/trials"
     if run.resumed and tune.Tuner.can_restore(experiment):
@@ -400,11 +401,9 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
     for result in results:
         trial = result.config["trial"]
         if result.error is not None:
-            retried = f" after {config.max_failures} restart(s)" if config.max_failures else ""
-            raise RunFailedError(
-                f"trial {_name(trial)} (seed {trial['seed']}) failed{retried}: {result.error}\n{lost_nodes(started)}"
-                f"Finished trials and the others' last checkpoints are kept in {run.work}: run the same command again "
-                "to continue (--max-failures N restarts a failed trial by itself)") from result.error
+            raise run_failed(f"trial {_name(trial)} (seed {trial['seed']})", result.error, config, started=started,
+                             kept=f"Finished trials and the others' last checkpoints are kept in {run.work}: run the "
+                                  "same command again to continue") from result.error
         metrics = result.metrics
         if "final_acc" not in metrics:  # Tune stopped early (Ctrl-C): its trials wait in the partial folder
             raise RuntimeError(f"the evaluation stopped before trial {_name(trial)} (seed {trial['seed']}) finished; "

@@ -110,15 +110,11 @@ def _all_mean(tensors: list[torch.Tensor], world: int) -> None:
 def _match_loop(loop_config: dict[str, Any]) -> None:
     import ray.train
 
-    from raydd.runtime import tune_allocator
-    from raydd.scaling import apply_threads
+    from raydd.scaling import start_train_worker
 
-    tune_allocator()
     config = MatchConfig(**loop_config["config"])
-    apply_threads(config)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
+    worker = start_train_worker(config)
+    rank, world, device = worker.rank, worker.world, worker.device
     files = expert_files(config.experts)
     first = load_expert(files[0])
     names, shapes = first["names"], [tuple(s) for s in first["shapes"]]

@@ -36,6 +36,7 @@ from raydd.rded.actors import LAYOUT_COLUMNS, LabelImages, ScoreCrops
 from raydd.rded.config import RdedConfig
 from raydd.rded.selection import combine_topk, in_doubt, partial_topk
 from raydd.runtime import init_ray, tune_allocator
+from raydd.scaling import actor_pool
 from raydd.transforms.crops import draft_size
 from raydd.transforms.grid import patch_ranks
 
@@ -122,35 +123,19 @@ def _driver_rows(table: pa.Table, block_rows: int) -> Any:
 def _actor_args(config: RdedConfig, plan: DistillPlan, precision: str, batch_rows: int) -> dict[str, Any]:
     """``map_batches`` arguments of an observer actor pool. GPU actors get an explicit batch size (Ray Data
     requires one when GPUs are requested); forwards of a fixed shape keep the results independent of it."""
-    import ray
     import ray.data
 
-    resources = ray.cluster_resources()
-    cpus = max(1, int(resources.get("CPU", os.cpu_count() or 1)))
-    if plan.gpu:
-        default = int(resources.get("GPU", 0) / config.gpus_per_worker)
-        if default < 1 and config.num_workers is None:
-            raise ValueError(f"gpus_per_worker = {config.gpus_per_worker} but the Ray cluster has "
-                             f"{resources.get('GPU', 0)} GPUs; lower it, or score on CPU with 0")
-    else:
-        default = cpus
-    actors = config.num_workers or default
-    args: dict[str, Any] = {
-        "compute": ray.data.ActorPoolStrategy(size=actors),
+    pool = actor_pool(config)
+    return {
+        "compute": ray.data.ActorPoolStrategy(size=pool.size),
         "fn_constructor_args": (list(config.observers), plan.columns),
         "fn_constructor_kwargs": {"precision": precision, "channels_last": config.channels_last,
-                                  "threads": config.threads_per_worker or max(1, cpus // actors),
-                                  "batch_size": config.batch_size, "input_size": plan.input_size},
+                                  "threads": pool.threads, "batch_size": config.batch_size,
+                                  "input_size": plan.input_size},
         "batch_size": batch_rows if plan.gpu else None,
+        "num_cpus": pool.num_cpus,
+        **({"num_gpus": pool.num_gpus} if plan.gpu else {}),
     }
-    if plan.gpu:
-        # A GPU actor still keeps a core busy (launching kernels, decoding what nvJPEG cannot), but it must not
-        # take the cores its CPU tasks need to read and encode: GPU actors reserve at most half of them.
-        args["num_gpus"] = config.gpus_per_worker
-        args["num_cpus"] = config.cpus_per_worker or min(1.0, cpus / (2 * actors))
-    else:
-        args["num_cpus"] = config.cpus_per_worker or 1
-    return args
 
 
 def _score(config: RdedConfig, plan: DistillPlan, candidates: pa.Table, parts_dir: Path, stats: dict[str, Any], *,

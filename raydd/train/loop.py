@@ -28,8 +28,7 @@ from raydd.data.memory import load_labelled
 from raydd.models.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, Normalization, build_model, get_entry
-from raydd.runtime import tune_allocator
-from raydd.scaling import apply_threads
+from raydd.scaling import start_train_worker
 from raydd.train.config import TrainConfig
 from raydd.transforms.augment import random_crop_flip
 
@@ -108,12 +107,9 @@ def _shard(config: TrainConfig, folder: str, cmap: ClassMap | None, rank: int, w
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Train one classifier as described by ``loop_config["config"]`` (a ``TrainConfig`` as a dict)."""
-    tune_allocator()
     config = TrainConfig(**loop_config["config"])
-    apply_threads(config)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
+    worker = start_train_worker(config)
+    rank, world, device = worker.rank, worker.world, worker.device
     entry = get_entry(config.model)
     size = config.input_size or entry.input_size
     norm = IMAGENET_NORM

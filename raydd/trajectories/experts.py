@@ -30,7 +30,7 @@ from raydd.io.experts import (
 )
 from raydd.io.storage import is_remote, mirror_of, upload_file
 from raydd.models.registry import IMAGENET_NORM, MTT_NORMS, Normalization, mtt_normalization
-from raydd.scaling import Restartable, apply_threads
+from raydd.scaling import Restartable, start_train_worker
 from raydd.transforms.augment import dsa
 
 __all__ = ["ExpertsConfig", "train_expert", "train_experts"]
@@ -121,13 +121,10 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
     from raydd.data import list_images, load_class_map, sample_per_class
     from raydd.data.memory import load_labelled
     from raydd.models.registry import build_model, get_entry
-    from raydd.runtime import tune_allocator
 
-    tune_allocator()
     config = ExpertsConfig(**loop_config["config"])
-    apply_threads(config)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    worker = start_train_worker(config)
+    rank, world, device = worker.rank, worker.world, worker.device
     remote = is_remote(config.out)
     out = mirror_of(config.out) if remote else Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +142,6 @@ def _expert_loop(loop_config: dict[str, Any]) -> None:
         norm_name, norm = mtt_normalization(config.normalization, cmap.num_classes, size)
         if config.zca:
             images = _whiten(images, config, rank, out, norm)
-    device = ray.train.torch.get_device() if config.use_gpu else torch.device("cpu")
     # ray.train.report is a barrier across workers: every worker reports once per round, trained or not.
     for round_start in range(0, config.num_experts, world):
         i = round_start + rank
