@@ -12,13 +12,16 @@ teacher — a raydd ``convnet3_bn`` checkpoint written in the reference ConvNet'
    reference's CIFAR-10 settings (``scripts/cifar10_10ipc_conv3_to_conv3_cr5.sh``: factor 1, 5 crops, mipc 300).
 2. *Protocol*: raydd's set evaluated by the reference's ``validation/main.py`` (seed by seed) and by
    ``raydd evaluate`` (the same seeds, the same teacher), both at ``--epochs``.
-3. *Synthesis, judged alike*: the reference's set evaluated by ``raydd evaluate``; raydd's set with its random
-   and herding baselines and DD-Ranking's scores (full-data accuracy: ``--full-data-acc``).
-4. *Stored labels* (``--stages stored``): a factor-2 set evaluated with the online teacher and with its stored
-   labels (each view labelled by its cells').
+3. *Synthesis, judged alike*: the reference's set evaluated by ``raydd evaluate``.
+4. *The paper's table* (``baselines``): raydd's set with its random and herding baselines and DD-Ranking's
+   scores (full-data accuracy: ``--full-data-acc``), over ``--baseline-seeds``.
+5. *Stored labels* (``stored``): a factor-2 set evaluated with the online teacher and with its stored labels
+   (each view labelled by its cells').
 
-Prints JSON: every accuracy per seed (the final and, for both codes, the reference's reported figure), the
-means and stds, timings and the machine.
+Writes ``OUT/oracle.json`` after every stage: every accuracy per seed (the final and, for both codes, the
+reference's reported figure), the means and stds, timings and the machine. Each reference run's output is kept
+in ``OUT/reference-work/logs`` and each evaluation in its folder, so a rerun of the same command (with more
+stages, say) repeats no finished run.
 """
 
 from __future__ import annotations
@@ -75,7 +78,11 @@ def _workspace(root: Path, cifar: str, classes: list[str], teacher: str) -> Path
 
 
 def _reference(work: Path, reference: str, stage: str, epochs: int, seed: int, syn: Path | None = None) -> str:
-    """One run of the reference's ``stage`` (synthesize or validate) in its own process; its printed output."""
+    """One run of the reference's ``stage`` (synthesize or validate) in its own process; its printed output,
+    kept in ``work/logs`` (a finished run is not repeated)."""
+    log = work / "logs" / f"{stage}-{Path(syn).name if syn else 'default'}-epochs{epochs}-seed{seed}.txt"
+    if log.exists():
+        return log.read_text()
     argv = [f"--{k}={v}" for k, v in SETTINGS.items()] + [f"--re-epochs={epochs}", f"--seed={seed}"]
     code = f"""
 import os, sys, torch
@@ -96,6 +103,9 @@ main(args)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"the reference's {stage} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.with_suffix(".tmp").write_text(done.stdout)
+    log.with_suffix(".tmp").replace(log)
     return done.stdout
 
 
@@ -121,8 +131,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--full-data-acc", type=float, help="for DD-Ranking's scores (a fraction)")
-    parser.add_argument("--stages", nargs="+", default=["synthesis", "protocol", "judged"],
-                        choices=["synthesis", "protocol", "judged", "stored"])
+    parser.add_argument("--baseline-seeds", type=int, nargs="+", help="seeds of the baselines stage (default: --seeds)")
+    parser.add_argument("--stages", nargs="+", default=["synthesis", "protocol", "judged", "baselines"],
+                        choices=["synthesis", "protocol", "judged", "baselines", "stored"])
     args = parser.parse_args()
     tune_allocator()
     from raydd.data import list_images
@@ -136,6 +147,10 @@ def main() -> None:
     observer = f"checkpoint@{Path(args.teacher).resolve()}"
     result: dict = {"benchmark": "reference_rded_oracle", "settings": SETTINGS, "epochs": args.epochs,
                     "seeds": args.seeds, "teacher": args.teacher, "timings_s": {}}
+
+    def save() -> None:
+        result["machine"] = machine()
+        (out / "oracle.json").write_text(json.dumps(result, indent=2, default=str))
 
     started = time.perf_counter()
     ours = distill(RdedConfig(data=f"{cifar}/train", out=str(out / "raydd-set"), observers=[observer],
@@ -175,21 +190,26 @@ def main() -> None:
         report = evaluate(EvalConfig(distilled=str(ours.path), out=str(out / "raydd-evaluates-raydd-set"), **common))
         result["timings_s"]["raydd_evaluate_raydd_set"] = round(time.perf_counter() - started, 1)
         result["raydd_evaluates_raydd_set"] = report["sets"]["distilled"]
+        save()
     if "judged" in args.stages:
         started = time.perf_counter()
         report = evaluate(EvalConfig(distilled=str(theirs / "named"), factor=int(SETTINGS["factor"]),
                                      out=str(out / "raydd-evaluates-reference-set"), **common))
         result["timings_s"]["raydd_evaluate_reference_set"] = round(time.perf_counter() - started, 1)
         result["raydd_evaluates_reference_set"] = report["sets"]["distilled"]
+        save()
+    if "baselines" in args.stages:
         started = time.perf_counter()
         scores = dict(scores="dd-ranking", full_data_acc=args.full_data_acc) if args.full_data_acc else {}
         report = evaluate(EvalConfig(distilled=str(ours.path), out=str(out / "raydd-set-with-baselines"),
-                                     baseline="random,herding", real_data=f"{cifar}/train", **scores, **common))
+                                     baseline="random,herding", real_data=f"{cifar}/train", **scores,
+                                     **{**common, "seeds": args.baseline_seeds or args.seeds}))
         result["timings_s"]["raydd_set_with_baselines"] = round(time.perf_counter() - started, 1)
         result["raydd_set_with_baselines"] = {name: {k: v for k, v in s.items() if k not in ("curves",
                                                                                          "per_class_acc_mean")}
                                               for name, s in report["sets"].items()}
         result["scores"] = report.get("scores")
+        save()
     if "stored" in args.stages:  # a stitched set (factor 2), its views labelled by the stored cell labels
         stitched = distill(RdedConfig(data=f"{cifar}/train", out=str(out / "raydd-set-factor2"), observers=[observer],
                                       ipc=int(SETTINGS["ipc"]), factor=2, mipc=int(SETTINGS["mipc"]),
@@ -201,9 +221,8 @@ def main() -> None:
             result["timings_s"][f"factor2_{labels}"] = round(time.perf_counter() - started, 1)
             result[f"factor2_{labels}_labels"] = {k: v for k, v in report["sets"]["distilled"].items()
                                                   if k not in ("curves", "per_class_acc_mean")}
-    result["machine"] = machine()
+    save()
     print(json.dumps(result, indent=2, default=str))
-    (out / "oracle.json").write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":
