@@ -133,6 +133,8 @@ def test_the_store_failing_mid_upload_is_a_clear_error_and_the_rerun_uploads_wit
     monkeypatch.setattr(storage, "upload_file", real_upload)
     assert 0 < len(_listing(uri)) < 10  # a part of the set reached the store, marked incomplete
     assert not is_distilled_set(uri) and not RunFolder.finished(uri, "another config")
+    cut_off = sorted(_listing(uri))
+    assert not RunFolder.finished(uri, config.result_hash()) and sorted(_listing(uri)) == cut_off  # checks only
     with pytest.raises(FileNotFoundError, match="not a finished raydd output"):
         DistilledSet(uri)
 

@@ -29,7 +29,7 @@ from raydd.evaluate.config import EvalConfig, rded_recipe, rded_test_side
 from raydd.evaluate.herding import herding_subset
 from raydd.evaluate.scores import dd_ranking_scores
 from raydd.evaluate.students import StudentPlan, train_student
-from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_config_yaml, write_json
+from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_json
 from raydd.io.soft_labels import dense_logits
 from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer
@@ -323,7 +323,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
 
     tune_allocator()
     result_hash = config_hash(config)
-    if RunFolder.finished(config.out, result_hash):
+    if RunFolder.reuse(config.out, result_hash):
         log.info("%s is already a finished evaluation with this config", config.out)
         return _finished_report(config.out)
     data, source = _load_set(config)
@@ -372,8 +372,7 @@ def evaluate(config: EvalConfig) -> dict[str, Any]:
             sets["full_data"] = _TrainingSet(full.images, full.labels)
             trials.append({"set": "full_data", "variant": "full", "seed": config.seeds[0]})
     val = _load_val(config.val_data, source.classes, size, config.protocol)
-    run = RunFolder.open(config.out, result_hash, kind="evaluate")
-    write_config_yaml(asdict(config), run.work / "config.yaml")
+    run = RunFolder.for_config(config, result_hash, kind="evaluate")
 
     init_ray(config.address)
     trainable = tune.with_resources(

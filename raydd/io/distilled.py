@@ -17,6 +17,7 @@ in a local mirror and uploaded with the marker last (``raydd.io.storage``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import posixpath
@@ -126,23 +127,31 @@ class RunFolder:
         write_json({"kind": kind, "config_hash": result_hash, "complete": False}, work / MARKER)
         return cls(final=final, work=work, resumed=resumed, uri=uri)
 
+    @classmethod
+    def for_config(cls, config: Any, result_hash: str, kind: str) -> RunFolder:
+        """``open`` on ``config.out``, with the config written into the run as ``config.yaml``."""
+        run = cls.open(config.out, result_hash, kind)
+        write_config_yaml(dataclasses.asdict(config), run.work / "config.yaml")
+        return run
+
     @staticmethod
     def finished(out: str | Path, result_hash: str) -> bool:
-        """Whether ``out`` already is a complete run of this config (rerunning it has nothing to do).
+        """Whether ``out`` already is a complete run of this config (a check only: see ``reuse``)."""
+        location = str(out).rstrip("/") if is_remote(out) else Path(out).expanduser().resolve()
+        marker = _marker(location)
+        return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
 
-        A remote run that was built but whose upload was cut off (the store failed) is uploaded again from its
-        local mirror, and then counts as finished.
-        """
-        if not is_remote(out):
-            marker = _marker(Path(out).expanduser().resolve())
-            return marker.get("config_hash") == result_hash and bool(marker.get("complete"))
-        uri = str(out).rstrip("/")
-        marker = _marker(uri)
-        if marker.get("config_hash") == result_hash and marker.get("complete"):
+    @classmethod
+    def reuse(cls, out: str | Path, result_hash: str) -> bool:
+        """Whether a job has nothing to do: ``out`` is a finished run of this config, or a remote one that was
+        built but whose upload was cut off (the store failed), which this uploads again from its local mirror."""
+        if cls.finished(out, result_hash):
             return True
+        if not is_remote(out):
+            return False
+        uri = str(out).rstrip("/")
         local = mirror_of(uri)
-        mirrored = _marker(local)
-        if mirrored.get("config_hash") != result_hash or not mirrored.get("complete"):
+        if not cls.finished(local, result_hash):
             return False
         _upload(local, uri)
         return True

@@ -306,7 +306,7 @@ def match(config: MatchConfig):
     manifest with the learned lr, montage, ``stats.json`` with the weights' summary, ``weights.png``).
     """
     from raydd.data import list_images
-    from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml
+    from raydd.io.distilled import DistilledSet, RunFolder
     from raydd.runtime import tune_allocator
     from raydd.scaling import run_torch_trainer
 
@@ -319,10 +319,9 @@ def match(config: MatchConfig):
     zca = _zca(config, first)  # a missing whitening is an error here, before any worker starts
     list_images(config.data)  # so is a source without images, or with a class name that is not a folder name
     result_hash = config_hash(config)
-    if RunFolder.finished(config.out, result_hash):
+    if RunFolder.reuse(config.out, result_hash):
         return DistilledSet(config.out)
-    run = RunFolder.open(config.out, result_hash, kind=config.method)
-    write_config_yaml(asdict(config), run.work / "config.yaml")
+    run = RunFolder.for_config(config, result_hash, kind=config.method)
     result = run_torch_trainer(_match_loop, {"config": asdict(config)}, config, name=config.name,
                                storage_path=f"{run.storage}/ray")
     with result.checkpoint.as_directory() as folder:

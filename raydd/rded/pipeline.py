@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from raydd.data import ClassMap, list_images, sample_per_class
 from raydd.data.filesystem import resolve
-from raydd.io.distilled import DistilledSet, RunFolder, write_config_yaml, write_parquet
+from raydd.io.distilled import DistilledSet, RunFolder, write_parquet
 from raydd.io.set_info import SetInfo
 from raydd.io.storage import is_remote
 from raydd.io.writer import DistilledSetWriter, fixed_size_list
@@ -372,7 +372,7 @@ def distill(config: RdedConfig) -> DistilledSet:
     """
     tune_allocator()
     result_hash = config.result_hash()
-    if RunFolder.finished(config.out, result_hash):
+    if RunFolder.reuse(config.out, result_hash):
         log.info("%s is already a finished run of this config", config.out)
         return DistilledSet(config.out)
     timings: dict[str, float] = {}
@@ -380,8 +380,7 @@ def distill(config: RdedConfig) -> DistilledSet:
     plan, index = plan_distillation(config)
     candidates = draw_candidates(config, plan, index)
     reused = _load_scores(config) if config.from_scores else None  # refused before any folder is made
-    run = RunFolder.open(config.out, result_hash, kind="rded")
-    write_config_yaml(asdict(config), run.work / "config.yaml")
+    run = RunFolder.for_config(config, result_hash, kind="rded")
     timings["plan_s"] = time.perf_counter() - started
     stats: dict[str, Any] = {"classes": len(plan.classes), "candidates": candidates.num_rows,
                              "crops_per_image": config.num_crops, "precision": plan.precision,
