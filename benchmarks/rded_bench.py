@@ -23,9 +23,9 @@ import torch
 from _machine import RssSampler, machine, shared_dataset, shared_path
 
 from raydd.models import load_observer
+from raydd.models.observer_actors import forward_batch_size
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.rded import RdedConfig, distill
-from raydd.rded.actors import forward_batch_size
 from raydd.runtime import tune_allocator
 
 JOBS = {

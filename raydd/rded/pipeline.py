@@ -1,6 +1,7 @@
 """RDED as a Ray Data pipeline: candidates → crops → scores (observer actors) → per-class top-k → stitch →
 soft labels (observer actors) → the distilled-set folder. This module is the orchestration; the CPU work is
-in ``raydd.rded.tasks``, the observers' in ``raydd.rded.actors``.
+in ``raydd.rded.tasks``, the observers' in ``raydd.rded.actors`` (scoring) and
+``raydd.models.observer_actors`` (labelling).
 
 Pixels never reach the driver: what it receives while scoring is one small row per candidate image (its boxes
 and scores), written to Parquet parts as it arrives so that a killed run resumes without rescoring what
@@ -30,13 +31,14 @@ from raydd.io.set_info import SetInfo
 from raydd.io.storage import is_remote
 from raydd.io.writer import DistilledSetWriter, fixed_size_list
 from raydd.models.observer import observer_info
+from raydd.models.observer_actors import LAYOUT_COLUMNS, LabelImages
 from raydd.models.precision import resolve_scoring_precision
 from raydd.rded import tasks
-from raydd.rded.actors import LAYOUT_COLUMNS, LabelImages, ScoreCrops
+from raydd.rded.actors import ScoreCrops
 from raydd.rded.config import RdedConfig
 from raydd.rded.selection import combine_topk, in_doubt, partial_topk
 from raydd.runtime import init_ray, tune_allocator
-from raydd.scaling import actor_pool
+from raydd.scaling import actor_pool, table_dataset
 from raydd.transforms.crops import draft_size
 from raydd.transforms.grid import patch_ranks
 
@@ -105,21 +107,6 @@ def draw_candidates(config: RdedConfig, plan: DistillPlan, index: Any) -> pa.Tab
     return table
 
 
-def _driver_rows(table: pa.Table, block_rows: int) -> Any:
-    """A dataset of the driver's small table in blocks of at most ``block_rows``.
-
-    The blocks depend on the table alone (never on the actor count), so every actor sees the same batches
-    whatever the pool size: identical scores, bit for bit. ``from_items`` describes its blocks on the driver;
-    ``from_arrow`` runs a remote task per block for that, which cost 1.5 s a dataset on a 2-core machine.
-    """
-    import ray.data
-
-    # List cells become arrays, so that Ray Data carries them as tensor columns (a nested Python list column
-    # would leave each operator's output to be pickled).
-    rows = [{k: np.asarray(v) if isinstance(v, list) else v for k, v in row.items()} for row in table.to_pylist()]
-    return ray.data.from_items(rows, override_num_blocks=-(-table.num_rows // block_rows))
-
-
 def _actor_args(config: RdedConfig, plan: DistillPlan, precision: str, batch_rows: int) -> dict[str, Any]:
     """``map_batches`` arguments of an observer actor pool. GPU actors get an explicit batch size (Ray Data
     requires one when GPUs are requested); forwards of a fixed shape keep the results independent of it."""
@@ -152,7 +139,7 @@ def _score(config: RdedConfig, plan: DistillPlan, candidates: pa.Table, parts_di
     init_ray(config.address)
     common = {"fs": plan.fs, "root": plan.root, "seed": config.seed, "num_crops": config.num_crops,
               "scale": (config.min_scale, config.max_scale), "reads_in_flight": config.reads_in_flight}
-    rows = _driver_rows(todo, block_images)
+    rows = table_dataset(todo, block_images)
     if config.decode_on_actor:
         ds = rows.map_batches(tasks.read_candidates, batch_size=None, batch_format="numpy", fn_kwargs=common)
     else:
@@ -278,7 +265,7 @@ def _assemble_and_label(config: RdedConfig, plan: DistillPlan, layout: pa.Table,
         # The stitched images are materialized before the labelling actors start: an actor pool holding every
         # CPU would leave the group-by's shuffle none.
         size, factor = plan.input_size, config.factor
-        stitched = (_driver_rows(_cell_rows(layout, factor), config.block_images)
+        stitched = (table_dataset(_cell_rows(layout, factor), config.block_images)
                     .map_batches(tasks.cut_cells, batch_size=None, batch_format="numpy",
                                  fn_kwargs={"fs": plan.fs, "root": plan.root, "size": size, "factor": factor,
                                             "reads_in_flight": config.reads_in_flight})
@@ -288,14 +275,14 @@ def _assemble_and_label(config: RdedConfig, plan: DistillPlan, layout: pa.Table,
                     .materialize())
         ds = stitched.map_batches(LabelImages, batch_format="numpy", **{**actor, "batch_size": block_rows})
     elif config.decode_on_actor:
-        rows = _driver_rows(layout, block_rows)
+        rows = table_dataset(layout, block_rows)
         ds = (rows.map_batches(tasks.read_sources, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor)
               .map_batches(tasks.encode, batch_size=None, batch_format="numpy",
                            fn_kwargs={"image_format": config.image_format}))
     else:
-        rows = _driver_rows(layout, block_rows)
+        rows = table_dataset(layout, block_rows)
         ds = (rows.map_batches(tasks.assemble, batch_size=None, batch_format="numpy",
                                fn_kwargs={"fs": plan.fs, "root": plan.root, "size": plan.input_size,
                                           "factor": config.factor, "image_format": config.image_format,
