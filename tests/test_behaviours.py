@@ -193,8 +193,9 @@ def test_matching_refuses_windows_past_the_experts_and_a_missing_whitening(tmp_p
 
 def test_training_options_max_per_class_adamw_and_the_step_schedule(tmp_path):
     from raydd.data import DecodeStats
+    from raydd.models.training import lr_at, make_optimizer
     from raydd.train import TrainConfig
-    from raydd.train.loop import _shard, build_optimizer, lr_at
+    from raydd.train.loop import _shard
 
     data = make_image_folder(tmp_path / "train", CLASSES, 9, size=32)
     config = TrainConfig(data=str(data), max_per_class=4, optimizer="adamw", weight_decay=0.05, schedule="step",
@@ -203,7 +204,8 @@ def test_training_options_max_per_class_adamw_and_the_step_schedule(tmp_path):
     assert np.bincount(labels).tolist() == [4, 4, 4]  # a seeded 4 of each class's 9
     assert len({bytes(x.numpy()) for x in images}) == 12
     model = get_model("convnet3", num_classes=3)
-    groups = build_optimizer(model, config).param_groups
+    groups = make_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay).param_groups
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0]  # no decay on biases and norms
     assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim <= 1 for p in groups[1]["params"])
-    assert [lr_at(e, config) for e in (0, 4, 5, 9)] == pytest.approx([0.1, 0.1, 0.01, 0.01])
+    assert [lr_at(config.schedule, e, config.epochs, config.lr) for e in (0, 4, 5, 9)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01])

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 
 from raydd.evaluate import EvalConfig
 from raydd.evaluate.config import rded_recipe, rded_test_side
-from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
+from raydd.evaluate.losses import kd_loss
 from raydd.evaluate.students import StudentPlan, _mixed_soft_targets, train_student
 from raydd.models.precision import autocast_dtype
+from raydd.models.training import lr_at
 from raydd.transforms.augment import cutmix, dsa, mixup, random_resized_crop, shuffle_strips
 
 
@@ -134,11 +135,14 @@ def test_every_dsa_family_changes_the_images_as_its_kind_does():
 
 
 def test_schedules_first_and_last_values():
-    assert rded_lr(0, 300, 1e-3) == pytest.approx(1e-3)
-    assert rded_lr(299, 300, 1e-3) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 299 / 600)))
-    assert rded_lr(299, 300, 1e-3) == pytest.approx(5.026e-4, rel=1e-3)
-    assert mtt_lr(0, 1000, 0.01) == 0.01 and mtt_lr(499, 1000, 0.01) == 0.01
-    assert mtt_lr(500, 1000, 0.01) == pytest.approx(0.001) and mtt_lr(999, 1000, 0.01) == pytest.approx(0.001)
+    assert lr_at("half_cosine", 0, 300, 1e-3) == pytest.approx(1e-3)
+    assert lr_at("half_cosine", 299, 300, 1e-3) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 299 / 600)))
+    assert lr_at("half_cosine", 299, 300, 1e-3) == pytest.approx(5.026e-4, rel=1e-3)
+    assert lr_at("step", 0, 1000, 0.01) == 0.01 and lr_at("step", 499, 1000, 0.01) == 0.01
+    assert lr_at("step", 500, 1000, 0.01) == pytest.approx(0.001)
+    assert lr_at("step", 999, 1000, 0.01) == pytest.approx(0.001)
+    assert lr_at("cosine", 0, 10, 0.1) == 0.1 and lr_at("cosine", 5, 10, 0.1) == pytest.approx(0.05)
+    assert lr_at("constant", 9, 10, 0.1) == 0.1
 
 
 def test_kd_loss_equals_the_formula():

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from raydd.data.zca import Zca
-from raydd.evaluate.losses import kd_loss, mtt_lr, rded_lr
+from raydd.evaluate.losses import kd_loss
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, Normalization, build_model
+from raydd.models.training import class_hits, lr_at, make_optimizer, train_step
 from raydd.transforms.augment import cutmix, dsa, hflip, mixup, random_resized_crop, shuffle_strips
 from raydd.transforms.grid import grid_cells
 
@@ -56,34 +57,23 @@ def rded_reported_epochs(epochs: int) -> list[int]:
     return [n for n in range(1, epochs + 1) if (n % 10 == 0 or n == epochs) and n - 1 > 0.8 * epochs]
 
 
-def _normalize(x: torch.Tensor, norm: Normalization = IMAGENET_NORM) -> torch.Tensor:
+def _normalize(x: torch.Tensor, norm: Normalization) -> torch.Tensor:
     return norm.apply(x)
 
 
 def student_optimizer(model: torch.nn.Module, plan: StudentPlan) -> torch.optim.Optimizer:
     """MTT's SGD (momentum 0.9), or RDED's AdamW with weight decay on weight matrices and kernels only."""
-    if plan.protocol == "mtt":
-        return torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=0.9, weight_decay=plan.weight_decay)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    rest = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": plan.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=plan.lr, betas=(0.9, 0.999))
+    return make_optimizer(model, "sgd" if plan.protocol == "mtt" else "adamw", lr=plan.lr,
+                          weight_decay=plan.weight_decay, momentum=0.9)
 
 
-@torch.inference_mode()
 def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, device: torch.device,
-          prepare: Callable[[torch.Tensor], torch.Tensor] = _normalize,
-          dtype: torch.dtype | None = None) -> tuple[float, list[float]]:
-    model.eval()
-    correct = torch.zeros(num_classes)
-    total = torch.bincount(y, minlength=num_classes).float()
-    for s in range(0, len(x), 500):
-        with autocast(device, dtype):
-            pred = model(prepare(x[s:s + 500].to(device).float() / 255)).argmax(1).cpu()
-        hits = pred == y[s:s + 500]
-        correct += torch.bincount(y[s:s + 500][hits], minlength=num_classes).float()
-    per_class = (correct / total.clamp(min=1)).tolist()
-    return float(correct.sum() / total.sum()), per_class
+          prepare: Callable[[torch.Tensor], torch.Tensor], dtype: torch.dtype | None = None
+          ) -> tuple[float, list[float]]:
+    """Overall and per-class test accuracy (each class's share of its own images)."""
+    correct, total = class_hits(model, x, y, inputs=lambda b: prepare(b.to(device).float() / 255),
+                                num_classes=num_classes, device=device, batch_size=500, dtype=dtype)
+    return float(correct.sum() / total.sum()), (correct / total.clamp(min=1)).tolist()
 
 
 @torch.inference_mode()
@@ -168,7 +158,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     model, _ = build_model(plan.student, plan.num_classes, plan.input_size)
     model = model.to(device)
     optimizer = student_optimizer(model, plan)
-    schedule = rded_lr if plan.protocol == "rded" else mtt_lr
+    schedule = "half_cosine" if plan.protocol == "rded" else "step"
     if teacher is not None:
         teacher = teacher.to(device).eval()
     curve: list[dict[str, float]] = []
@@ -196,7 +186,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
     started, first_epoch = time.perf_counter(), start
     for epoch in range(start, plan.epochs):
         for group in optimizer.param_groups:
-            group["lr"] = schedule(epoch, plan.epochs, plan.lr)
+            group["lr"] = lr_at(schedule, epoch, plan.epochs, plan.lr)
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
         loss_sum = torch.zeros((), device=device)
@@ -239,9 +229,7 @@ def train_student(plan: StudentPlan, seed: int, train_x: torch.Tensor, train_y: 
                 else:
                     target = teacher_logits(teacher, x, dtype)
                 loss = kd_loss(logits, target, plan.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(optimizer, loss)
             loss_sum += loss.detach()
         elapsed = time.perf_counter() - started
         done = epoch + 1 - first_epoch

@@ -1,4 +1,4 @@
-"""The configuration of one classifier training job (observers now; experts and students reuse it)."""
+"""The configuration of one classifier training job: the observers and teachers RDED and evaluation use."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 from raydd.config import option
 from raydd.models.precision import check_train_precision
+from raydd.models.training import OPTIMIZERS, SCHEDULES
 from raydd.scaling import Restartable
 
 __all__ = ["TrainConfig"]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
 
 
 @dataclass
@@ -30,7 +29,7 @@ class TrainConfig(Restartable):
     lr: float = option(0.01, help="peak learning rate")
     momentum: float = option(0.9, help="SGD momentum")
     weight_decay: float = option(5e-4, help="weight decay")
-    schedule: str = option("cosine", help="cosine (to 0), step (x0.1 at half) or constant")
+    schedule: str = option("cosine", help="cosine (to 0), half_cosine (to about half), step (x0.1 at half) or constant")
     label_smoothing: float = option(0.0, help="cross-entropy label smoothing")
     augment: bool = option(True, help="random crop (padding size/8) and horizontal flip")
     precision: str = option("auto", help="forward-pass autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16")

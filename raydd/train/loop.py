@@ -1,14 +1,14 @@
-"""The classifier training loop that runs on every Ray Train worker.
+"""The classifier training loop that runs on every Ray Train worker: observers and teachers.
 
-Model, data, optimizer, schedule and loss are all taken from the config through small builders, so experts
-and students reuse the same loop. Each worker decodes its own shard of the training files once into memory.
+Optimiser, schedule, step and accuracy come from the training core (``raydd.models.training``) that the
+experts' and the students' loops use too; this loop adds DDP across workers, sharded data, augmentation, label
+smoothing and resumable checkpoints. Each worker decodes its own shard of the training files once into memory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 import time
 from dataclasses import asdict
@@ -21,55 +21,20 @@ import ray.train.torch
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
 from raydd.data import ClassMap, DecodeStats, list_images, load_class_map, sample_per_class
 from raydd.data.memory import load_labelled
 from raydd.models.checkpoint import CHECKPOINT_FILE, load_reported_state, save_checkpoint
 from raydd.models.precision import autocast, autocast_dtype
-from raydd.models.registry import IMAGENET_NORM, Normalization, build_model, get_entry
+from raydd.models.registry import IMAGENET_NORM, build_model, get_entry
+from raydd.models.training import class_hits, lr_at, make_optimizer, train_step
 from raydd.scaling import start_train_worker
 from raydd.train.config import TrainConfig
 from raydd.transforms.augment import random_crop_flip
 
-__all__ = ["build_optimizer", "evaluate_accuracy", "lr_at", "steps_per_epoch", "train_loop_per_worker"]
+__all__ = ["steps_per_epoch", "train_loop_per_worker"]
 
 log = logging.getLogger("raydd.train")
-
-
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW; AdamW exempts biases and norm parameters from weight decay (as RDED's protocol does)."""
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
-
-
-def lr_at(epoch: int, config: TrainConfig) -> float:
-    """Learning rate for an epoch (0-based): cosine to zero, step x0.1 at half, or constant."""
-    if config.schedule == "cosine":
-        return config.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
-    if config.schedule == "step":
-        return config.lr * (0.1 if epoch >= config.epochs // 2 else 1.0)
-    return config.lr
-
-
-@torch.inference_mode()
-def evaluate_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization,
-                      device: torch.device, batch_size: int = 512,
-                      dtype: torch.dtype | None = None) -> tuple[int, int]:
-    """(correct, total) of a model on a uint8 tensor of images, its forward autocast to ``dtype``."""
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = norm.to_input(images[start:start + batch_size], device)
-        with autocast(device, dtype):
-            pred = model(x).argmax(1).cpu()
-        correct += int((pred == labels[start:start + batch_size]).sum())
-    return correct, len(images)
 
 
 def _all_reduce(values: list[float], op: dist.ReduceOp = dist.ReduceOp.SUM) -> list[float]:
@@ -123,7 +88,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     torch.manual_seed(config.seed)
     model, model_args = build_model(config.model, cmap.num_classes, size)
-    optimizer = build_optimizer(model, config)
+    optimizer = make_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                               momentum=config.momentum)
     start_epoch = 0
     if (state := load_reported_state(ray.train.get_checkpoint(), CHECKPOINT_FILE)) is not None:
         model.load_state_dict(state["state_dict"])
@@ -138,7 +104,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     padding = size // 8 if config.augment else 0
     for epoch in range(start_epoch, config.epochs):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(epoch, config)
+            group["lr"] = lr_at(config.schedule, epoch, config.epochs, config.lr)
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, epoch, rank])
                                                       .generate_state(1)[0]))
         order = torch.randperm(len(train_x), generator=generator)
@@ -155,9 +121,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             with autocast(device, dtype):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(optimizer, loss)
             loss_sum += loss.detach() * len(batch)
             correct += (logits.argmax(1) == y).sum()
             seen += len(batch)
@@ -165,7 +129,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         totals = _all_reduce([float(loss_sum), int(correct), seen])
         metrics: dict[str, Any] = {
             "epoch": epoch + 1,
-            "lr": lr_at(epoch, config),
+            "lr": lr_at(config.schedule, epoch, config.epochs, config.lr),
             "train_loss": totals[0] / max(1.0, totals[2]),
             "train_acc": totals[1] / max(1.0, totals[2]),
             "images_per_s": totals[2] / max(elapsed, 1e-9),
@@ -176,8 +140,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "resumed_from": start_epoch,
         }
         if val_x is not None:
-            counts = evaluate_accuracy(model, val_x, val_y, norm=norm, device=device, dtype=dtype)
-            c, n = _all_reduce(list(counts))
+            hits, _ = class_hits(model, val_x, val_y, inputs=lambda x: norm.to_input(x, device),
+                                 num_classes=cmap.num_classes, device=device, batch_size=512, dtype=dtype)
+            c, n = _all_reduce([int(hits.sum()), len(val_x)])
             metrics["val_acc"] = c / max(1.0, n)
         last = epoch + 1 == config.epochs
         if rank == 0:

@@ -30,6 +30,7 @@ from raydd.io.experts import (
 )
 from raydd.io.storage import is_remote, mirror_of, upload_file
 from raydd.models.registry import IMAGENET_NORM, MTT_NORMS, Normalization, mtt_normalization
+from raydd.models.training import make_optimizer, train_step
 from raydd.scaling import Restartable, start_train_worker
 from raydd.transforms.augment import dsa
 
@@ -76,8 +77,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
     loss)`` is told after every epoch (progress); uint8 ``images`` are normalised with ``normalization``."""
     device = torch.device(device)
     model = model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = make_optimizer(model, "sgd", lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum)
     generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, 0xE]).generate_state(1)[0]))
     snapshots = [flat_params(model)]
     images, labels = images.to(device), labels.to(device)  # once: a batch is then an index on the device
@@ -92,9 +92,7 @@ def train_expert(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, c
             if config.dsa:
                 x = dsa(x, generator)
             loss = F.cross_entropy(model(x), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(optimizer, loss)
             total, batches = total + loss.detach(), batches + 1
         snapshots.append(flat_params(model))
         if on_epoch is not None:
