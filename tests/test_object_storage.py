@@ -10,7 +10,8 @@ import torch
 import raydd.io.storage as storage
 from raydd.evaluate import EvalConfig, evaluate
 from raydd.io import DistilledSet, OutputExistsError, RunFolder
-from raydd.io.distilled import is_distilled_set, write_json
+from raydd.io.atomic import write_json
+from raydd.io.distilled import is_distilled_set
 from raydd.matching import MatchConfig, match
 from raydd.models import get_entry, get_model, load_observer
 from raydd.rded import RdedConfig, distill

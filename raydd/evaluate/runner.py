@@ -29,7 +29,9 @@ from raydd.evaluate.config import EvalConfig, rded_recipe, rded_test_side
 from raydd.evaluate.herding import herding_subset
 from raydd.evaluate.scores import dd_ranking_scores
 from raydd.evaluate.students import StudentPlan, train_student
-from raydd.io.distilled import DistilledSet, RunFolder, is_distilled_set, write_json
+from raydd.io.atomic import write_json
+from raydd.io.distilled import DistilledSet, is_distilled_set
+from raydd.io.run_folder import RunFolder
 from raydd.io.soft_labels import dense_logits
 from raydd.io.storage import is_remote, read_text
 from raydd.models import get_entry, load_observer

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raydd.io.distilled import write_json, write_parquet
+from raydd.io.atomic import write_json, write_parquet
 from raydd.io.montage import write_montage
 from raydd.io.names import check_class_names
 from raydd.io.set_info import SetInfo

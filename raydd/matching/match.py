@@ -306,7 +306,8 @@ def match(config: MatchConfig):
     manifest with the learned lr, montage, ``stats.json`` with the weights' summary, ``weights.png``).
     """
     from raydd.data import list_images
-    from raydd.io.distilled import DistilledSet, RunFolder
+    from raydd.io.distilled import DistilledSet
+    from raydd.io.run_folder import RunFolder
     from raydd.runtime import tune_allocator
     from raydd.scaling import run_torch_trainer
 

@@ -26,7 +26,9 @@ import pyarrow.parquet as pq
 
 from raydd.data import ClassMap, list_images, sample_per_class
 from raydd.data.filesystem import resolve
-from raydd.io.distilled import DistilledSet, RunFolder, write_parquet
+from raydd.io.atomic import write_parquet
+from raydd.io.distilled import DistilledSet
+from raydd.io.run_folder import RunFolder
 from raydd.io.set_info import SetInfo
 from raydd.io.storage import is_remote
 from raydd.io.writer import DistilledSetWriter, fixed_size_list
