@@ -119,12 +119,12 @@ def test_a_partial_run_of_another_config_is_never_touched(tmp_path):
 
 def test_a_teacher_with_another_class_order_is_mapped_by_name(tmp_path):
     from raydd.evaluate.config import EvalConfig
-    from raydd.evaluate.runner import _Source, _teacher
+    from raydd.evaluate.inputs import SetSource, teacher_spec
 
     spec = save_random_observer(tmp_path / "teacher", ["cow", "ant", "bee"])
-    source = _Source(classes=CLASSES, factor=1, ipc=1, observers=[], columns=None, learned_lr=None)
+    source = SetSource(classes=CLASSES, factor=1, ipc=1, observers=[], columns=None, learned_lr=None)
     config = EvalConfig(distilled="d", val_data="v", out="o", teacher=spec)
-    assert _teacher(config, source) == (spec, [1, 2, 0])  # the set's ant, bee, cow in the teacher's outputs
+    assert teacher_spec(config, source) == (spec, [1, 2, 0])  # the set's ant, bee, cow in the teacher's outputs
 
 
 def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_session, tmp_path):
@@ -136,12 +136,12 @@ def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_sessio
     val = make_image_folder(tmp_path / "val", CLASSES, 3, size=32, seed=9)
     common = dict(distilled=str(distilled.path), val_data=str(val), epochs=1, seeds=[0], eval_every=1)
     # Stored labels: the trials get the set's own soft labels (the teacher still labels the baselines).
-    from raydd.evaluate.runner import _load_set
+    from raydd.evaluate.inputs import load_set
     from raydd.io.soft_labels import dense_logits
 
     stored = EvalConfig(**common, out=str(tmp_path / "stored"), soft_labels="stored", baseline="both",
                         real_data=str(data))
-    loaded = _load_set(stored)[0]
+    loaded = load_set(stored)[0]
     assert torch.equal(loaded.soft, dense_logits(*distilled.soft_labels(), 3))
     assert loaded.cells.shape == (3, 4, 3)  # and each image's 2 × 2 cells' labels, which label the views
     report = evaluate(stored)

@@ -300,13 +300,13 @@ def test_rded_tests_at_its_references_resize():
 def test_cifar_test_images_reach_rded_students_unresized(tmp_path):
     from PIL import Image
 
-    from raydd.evaluate.runner import _load_val
+    from raydd.evaluate.inputs import load_val
 
     pixels = torch.randint(0, 256, (2, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     for name, image in zip(("a", "b"), pixels, strict=True):
         (tmp_path / name).mkdir()
         Image.fromarray(image.numpy()).save(tmp_path / name / "0.png")
-    x, y = _load_val(str(tmp_path), ["a", "b"], 32, "rded")
+    x, y = load_val(str(tmp_path), ["a", "b"], 32, "rded")
     assert torch.equal(x, pixels.permute(0, 3, 1, 2)) and y.tolist() == [0, 1]
 
 

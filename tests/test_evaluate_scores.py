@@ -68,13 +68,13 @@ def test_dd_ranking_scores_plan_every_trial_and_pay_for_the_full_data_once(tmp_p
 def test_under_the_mtt_protocol_the_methods_labels_are_the_hard_labels():
     """MTT's students train on hard labels already: HLR uses the set's own trials and no hard-label variant runs."""
     from raydd.evaluate import EvalConfig
-    from raydd.evaluate.runner import _scores
+    from raydd.evaluate.report import dd_ranking_report
 
     rows = {name: [{"seed": 0, "final_acc": acc}] for name, acc in
             [("distilled", 0.5), ("random", 0.4), ("distilled/no_aug", 0.45), ("random/no_aug", 0.3)]}
     config = EvalConfig(distilled="set", val_data="val", out="out", protocol="mtt", scores="dd-ranking",
                         real_data="train", seeds=[0])
-    scores = _scores(config, rows, 0.8)
+    scores = dd_ranking_report(config, rows, 0.8)
     assert scores["per_seed"]["hlr"] == pytest.approx([0.3]) and scores["per_seed"]["ior"] == pytest.approx([0.1])
     assert scores["per_seed"]["ior_no_aug"] == pytest.approx([0.15])
 
