@@ -30,7 +30,7 @@ from rded_bench import JOBS
 
 from raydd.models import load_observer
 from raydd.rded import RdedConfig
-from raydd.rded.pipeline import draw_candidates, plan_distillation
+from raydd.rded.plan import draw_candidates, plan_distillation
 from raydd.rded.scoring import score_crops
 from raydd.rded.selection import best_crops, in_doubt, partial_topk
 from raydd.rded.tasks import cut_crops

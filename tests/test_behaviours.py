@@ -85,7 +85,7 @@ def test_a_source_changed_between_scoring_and_assembly_stops_the_run(made, ray_s
 
     root, _, a, _ = made
     data = make_image_folder(tmp_path / "train", CLASSES, 8, size=40)
-    real_layout = pipeline._layout
+    real_layout = pipeline.layout_images
 
     def then_truncate(config, plan, topk):
         layout = real_layout(config, plan, topk)
@@ -93,7 +93,7 @@ def test_a_source_changed_between_scoring_and_assembly_stops_the_run(made, ray_s
         (data / first).write_bytes((data / first).read_bytes()[:40])
         return layout
 
-    monkeypatch.setattr(pipeline, "_layout", then_truncate)
+    monkeypatch.setattr(pipeline, "layout_images", then_truncate)
     with pytest.raises(Exception, match="decoded during scoring but not now: was it changed on disk"):
         distill(_rded(root, data, "changed", [a]))
 

@@ -139,7 +139,7 @@ def test_the_store_failing_mid_upload_is_a_clear_error_and_the_rerun_uploads_wit
     with pytest.raises(FileNotFoundError, match="not a finished raydd output"):
         DistilledSet(uri)
 
-    monkeypatch.setattr(pipeline, "_score", lambda *args, **kwargs: pytest.fail("the rerun recomputed the set"))
+    monkeypatch.setattr(pipeline, "score_candidates", lambda *a, **k: pytest.fail("the rerun recomputed the set"))
     again = distill(config)
     assert is_distilled_set(uri) and len(again) == 3
     assert set(_listing(uri)) >= {"manifest.parquet", "scores.parquet", "raydd.json", "montage.png"}

@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import raydd.rded.pipeline as pipeline
+import raydd.rded.score_stage as score_stage
 from raydd.io import DistilledSet, OutputExistsError
 from raydd.models import get_entry, get_model
 from raydd.rded import RdedConfig, distill
+from raydd.rded.plan import actor_args, plan_distillation
 from raydd.train import save_checkpoint
 from tests.conftest import make_image_folder
 
@@ -171,16 +172,16 @@ def test_actor_pools_default_to_the_clusters_resources(setup, ray_session):
     from dataclasses import replace
 
     config = _config(setup, "unused")
-    plan, _ = pipeline.plan_distillation(config)
-    cpu = pipeline._actor_args(config, plan, "fp32", 64)
+    plan, _ = plan_distillation(config)
+    cpu = actor_args(config, plan, "fp32", 64)
     assert (cpu["compute"].min_size, cpu["compute"].max_size) == (2, 2)  # one actor per CPU Ray has
     assert cpu["fn_constructor_kwargs"]["threads"] == 1 and cpu["num_cpus"] == 1 and cpu["batch_size"] is None
     quarter = _config(setup, "unused", gpus_per_worker=0.25)
-    gpu = pipeline._actor_args(quarter, replace(plan, gpu=True), "tf32", 64)
+    gpu = actor_args(quarter, replace(plan, gpu=True), "tf32", 64)
     assert (gpu["compute"].max_size, gpu["num_gpus"], gpu["batch_size"]) == (4, 0.25, 64)
     assert gpu["num_cpus"] == 0.25  # 4 GPU actors leave half of the 2 CPUs to the tasks that feed them
     with pytest.raises(ValueError, match="has 1.0 GPUs"):
-        pipeline._actor_args(_config(setup, "unused", gpus_per_worker=2), replace(plan, gpu=True), "tf32", 64)
+        actor_args(_config(setup, "unused", gpus_per_worker=2), replace(plan, gpu=True), "tf32", 64)
 
 
 def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatch):
@@ -191,7 +192,7 @@ def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatc
     (bad / "bee" / "cut.png").write_bytes(good[: len(good) // 2])
     config = _config(setup, "resumed", data=str(bad), mipc=13, scores_part_images=12)
 
-    real_write = pipeline.write_parquet
+    real_write = score_stage.write_parquet
     writes = []
 
     def crash_after_first_part(table, path):
@@ -200,10 +201,10 @@ def test_killed_run_resumes_and_scores_are_reused(setup, ray_session, monkeypatc
         if path.name.startswith("part-"):
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(pipeline, "write_parquet", crash_after_first_part)
+    monkeypatch.setattr(score_stage, "write_parquet", crash_after_first_part)
     with pytest.raises(KeyboardInterrupt):
         distill(config)
-    monkeypatch.setattr(pipeline, "write_parquet", real_write)
+    monkeypatch.setattr(score_stage, "write_parquet", real_write)
     assert not (root / "resumed").exists() and (root / ".resumed.partial").exists()
 
     done = distill(config)
