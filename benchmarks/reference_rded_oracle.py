@@ -17,6 +17,9 @@ teacher — a raydd ``convnet3_bn`` checkpoint written in the reference ConvNet'
    scores (full-data accuracy: ``--full-data-acc``), over ``--baseline-seeds``.
 5. *Stored labels* (``stored``): a factor-2 set evaluated with the online teacher and with its stored labels
    (each view labelled by its cells').
+6. *Synthesis draws* (``draws``): more sets from each code (``--draw-seeds``; raydd's seed, the reference's
+   generators seeded by the harness), each evaluated by ``raydd evaluate`` with the first of ``--seeds``: how far
+   one set's accuracy moves with the synthesis' own randomness, beside the two codes' difference.
 
 Writes ``OUT/oracle.json`` after every stage: every accuracy per seed (the final and, for both codes, the
 reference's reported figure), the means and stds, timings and the machine. Each reference run's output is kept
@@ -77,10 +80,13 @@ def _workspace(root: Path, cifar: str, classes: list[str], teacher: str) -> Path
     return root
 
 
-def _reference(work: Path, reference: str, stage: str, epochs: int, seed: int, syn: Path | None = None) -> str:
+def _reference(work: Path, reference: str, stage: str, epochs: int, seed: int, syn: Path | None = None,
+               draw: int | None = None) -> str:
     """One run of the reference's ``stage`` (synthesize or validate) in its own process; its printed output,
-    kept in ``work/logs`` (a finished run is not repeated)."""
-    log = work / "logs" / f"{stage}-{Path(syn).name if syn else 'default'}-epochs{epochs}-seed{seed}.txt"
+    kept in ``work/logs`` (a finished run is not repeated). The reference's synthesis seeds nothing itself:
+    ``draw`` seeds Python's and torch's generators before it starts, for another draw of its random crops."""
+    name = f"{stage}-{Path(syn).parent.name if draw is not None else Path(syn).name if syn else 'default'}"
+    log = work / "logs" / f"{name}-epochs{epochs}-seed{seed}.txt"
     if log.exists():
         return log.read_text()
     argv = [f"--{k}={v}" for k, v in SETTINGS.items()] + [f"--re-epochs={epochs}", f"--seed={seed}"]
@@ -92,6 +98,10 @@ sys.argv = ["main.py", *{argv!r}]
 torch.Tensor.cuda = lambda self, *a, **k: self
 torch.nn.Module.cuda = lambda self, *a, **k: self
 torch.cuda.empty_cache = lambda: None
+if {draw!r} is not None:
+    import random
+    random.seed({draw!r})
+    torch.manual_seed({draw!r})
 from argument import args
 args.syn_data_path = {str(syn) if syn else ""!r} or args.syn_data_path
 if {stage!r} == "synthesize":
@@ -132,8 +142,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--full-data-acc", type=float, help="for DD-Ranking's scores (a fraction)")
     parser.add_argument("--baseline-seeds", type=int, nargs="+", help="seeds of the baselines stage (default: --seeds)")
+    parser.add_argument("--draw-seeds", type=int, nargs="+", default=[1, 2], help="synthesis seeds of the draws stage")
     parser.add_argument("--stages", nargs="+", default=["synthesis", "protocol", "judged", "baselines"],
-                        choices=["synthesis", "protocol", "judged", "baselines", "stored"])
+                        choices=["synthesis", "protocol", "judged", "baselines", "stored", "draws"])
     args = parser.parse_args()
     tune_allocator()
     from raydd.data import list_images
@@ -221,6 +232,26 @@ def main() -> None:
             result["timings_s"][f"factor2_{labels}"] = round(time.perf_counter() - started, 1)
             result[f"factor2_{labels}_labels"] = {k: v for k, v in report["sets"]["distilled"].items()
                                                   if k not in ("curves", "per_class_acc_mean")}
+    if "draws" in args.stages:
+        draws: dict[str, dict[int, float]] = {"raydd": {}, "reference": {}}
+        for seed in args.draw_seeds:
+            drawn = distill(RdedConfig(data=f"{cifar}/train", out=str(out / f"raydd-set-draw{seed}"),
+                                       observers=[observer], ipc=int(SETTINGS["ipc"]), factor=int(SETTINGS["factor"]),
+                                       mipc=int(SETTINGS["mipc"]), num_crops=int(SETTINGS["num-crop"]), seed=seed))
+            folder = out / f"reference-set-draw{seed}"
+            if not (folder / "done").exists():
+                _reference(work, args.reference, "synthesize", args.epochs, 0, syn=folder / "numbered", draw=seed)
+                (folder / "named").mkdir(parents=True, exist_ok=True)
+                for i, name in enumerate(classes):
+                    if not (folder / "named" / name).exists():
+                        (folder / "named" / name).symlink_to(folder / "numbered" / f"{i:05d}")
+                (folder / "done").touch()
+            for code, distilled, extra in (("raydd", str(drawn.path), {}),
+                                           ("reference", str(folder / "named"), {"factor": int(SETTINGS["factor"])})):
+                report = evaluate(EvalConfig(distilled=distilled, out=str(out / f"{code}-draw{seed}-evaluated"),
+                                             **extra, **{**common, "seeds": args.seeds[:1]}))
+                draws[code][seed] = report["sets"]["distilled"]["final_acc"][0]
+        result["draws"] = {"training_seed": args.seeds[0], "final_acc": draws}
     save()
     print(json.dumps(result, indent=2, default=str))
 
