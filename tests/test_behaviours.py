@@ -3,6 +3,7 @@ The Ray runs are grouped so that each one checks several of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -142,8 +143,9 @@ def test_evaluation_baselines_stored_labels_and_a_failing_trial(made, ray_sessio
     stored = EvalConfig(**common, out=str(tmp_path / "stored"), soft_labels="stored", baseline="both",
                         real_data=str(data))
     loaded = load_set(stored)[0]
-    assert torch.equal(loaded.soft, dense_logits(*distilled.soft_labels(), 3))
-    assert loaded.cells.shape == (3, 4, 3)  # and each image's 2 × 2 cells' labels, which label the views
+    assert torch.equal(loaded.soft, dense_logits(*distilled.soft_labels(), 3)) and loaded.cells is None
+    by_cells = load_set(dataclasses.replace(stored, soft_labels="stored_cells"))[0]
+    assert by_cells.cells.shape == (3, 4, 3)  # each image's 2 × 2 cells' labels, which label the views
     report = evaluate(stored)
     assert set(report["sets"]) == {"distilled", "random", "random_patches"}
     # A trial that fails (a ConvNet-3 cannot pool a 4-pixel input) stops the run, saying how to continue.

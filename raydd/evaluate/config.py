@@ -13,6 +13,7 @@ __all__ = ["EvalConfig", "rded_recipe", "rded_test_side"]
 PROTOCOLS = ("rded", "mtt")
 BASELINES = ("random", "random_patches", "herding")
 SCORES = ("none", "dd-ranking")
+SOFT_LABELS = ("online", "stored", "stored_cells")
 
 
 # AdamW learning rates RDED's reference sets per student (argument.py); every other student trains at 1e-3.
@@ -56,7 +57,9 @@ class EvalConfig(Restartable):
     teacher: str | None = option(None, help="RDED: teacher observer spec (default: the set's first observer)")
     class_map: str | None = option(None, help="RDED: class map for the teacher ('imagenet' for wnid folders; "
                                               "default: by the teacher's class names, else sorted folders)")
-    soft_labels: str = option("online", help="RDED: online (teacher on every batch) or stored (the set's labels)")
+    soft_labels: str = option("online", help="RDED: online (teacher on every batch), stored (each image's stored "
+                              "label, mixed as the images are) or stored_cells (each view labelled by its grid "
+                              "cells' stored labels, by the area each shows)")
     temperature: float | None = option(None, help="RDED: KD temperature (default 20 with CutMix, 4 with Mixup)")
     mix: str = option("cutmix", help="RDED: cutmix or mixup")
     factor: int | None = option(None, help="RDED: patches per side for strip shuffling and the crop scale "
@@ -109,8 +112,8 @@ class EvalConfig(Restartable):
             raise ValueError("score_lambda must be in [0, 1]")
         if self.full_data_acc is not None and not 0.0 <= self.full_data_acc <= 1.0:
             raise ValueError("full_data_acc is a fraction in [0, 1]")
-        if self.soft_labels not in ("online", "stored"):
-            raise ValueError("soft_labels must be online or stored")
+        if self.soft_labels not in SOFT_LABELS:
+            raise ValueError(f"soft_labels must be one of {', '.join(SOFT_LABELS)}")
         if self.mix not in ("cutmix", "mixup"):
             raise ValueError("mix must be cutmix or mixup")
         if not self.seeds:

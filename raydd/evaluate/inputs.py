@@ -51,15 +51,16 @@ def load_set(config: EvalConfig) -> tuple[TrainingSet, SetSource]:
         distilled = DistilledSet(config.distilled)
         x, y = distilled.images()
         soft = cells = None
-        if config.protocol == "rded" and config.soft_labels == "stored":
+        if config.protocol == "rded" and config.soft_labels != "online":
             soft, cells = stored_labels(distilled, kd_temperature(config))
+            cells = cells if config.soft_labels == "stored_cells" else None
         counts = np.bincount(y.numpy())
         return TrainingSet(x, y, soft, cells), SetSource(
             classes=distilled.classes, factor=distilled.info.factor, ipc=int(counts.max()),
             observers=list(distilled.info.observers), columns=distilled.info.observer_columns,
             learned_lr=distilled.info.learned_lr, normalization=distilled.info.normalization,
             zca=Zca.load(distilled.path / ZCA_FILE) if (distilled.path / ZCA_FILE).exists() else None)
-    if config.soft_labels == "stored":
+    if config.soft_labels != "online":
         raise ValueError(f"{config.distilled} is a plain ImageFolder: it has no stored soft labels "
                          "(use --soft-labels online)")
     index = list_images(config.distilled)  # a path or a URI: Path() would fold s3:// into s3:/
