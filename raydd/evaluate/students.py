@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from raydd.data.zca import Zca
 from raydd.evaluate.losses import kd_loss
+from raydd.models.logits import observer_logits
 from raydd.models.observer import Observer
 from raydd.models.precision import autocast, autocast_dtype
 from raydd.models.registry import IMAGENET_NORM, Normalization, build_model
@@ -78,12 +79,8 @@ def _test(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes:
 
 @torch.inference_mode()
 def teacher_logits(teacher: Observer, pixels: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """The teacher's float32 logits for the student's views, resized to the teacher's input size if they differ."""
-    if pixels.shape[-1] != teacher.input_size:
-        pixels = F.interpolate(pixels, size=(teacher.input_size,) * 2, mode="bilinear", antialias=True,
-                               align_corners=False)
-    with autocast(pixels.device, dtype):
-        return teacher(pixels).float()
+    """The online teacher's float32 logits for the student's (float, possibly mixed) views."""
+    return observer_logits(teacher, pixels, dtype)
 
 
 def _mixed_soft_targets(soft: torch.Tensor, perm: torch.Tensor, lam: float, temperature: float) -> torch.Tensor:

@@ -17,7 +17,7 @@ from raydd.models.observer import Observer
 from raydd.models.precision import autocast
 from raydd.transforms.grid import grid_cells
 
-__all__ = ["ensemble_logits", "in_fixed_batches", "patch_views"]
+__all__ = ["ensemble_logits", "in_fixed_batches", "observer_logits", "patch_views"]
 
 
 def in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -36,6 +36,17 @@ def in_fixed_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
 
 
 @torch.inference_mode()
+def observer_logits(observer: Observer, pixels: torch.Tensor, autocast_dtype: torch.dtype | None = None
+                    ) -> torch.Tensor:
+    """One observer's float32 logits for float pixels in [0, 1] (on its device), resized to its input first:
+    the forward every relabelling and every online teacher shares."""
+    if pixels.shape[-1] != observer.input_size:
+        pixels = F.interpolate(pixels, size=(observer.input_size,) * 2, mode="bilinear", antialias=True,
+                               align_corners=False)
+    with autocast(pixels.device, autocast_dtype):
+        return observer(pixels).float()
+
+
 def ensemble_logits(observers: Sequence[Observer], images: torch.Tensor, *, batch_size: int = 64,
                     autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Mean logits of ``observers`` on images ``[N, 3, S, S]`` (uint8, on any device) resized to each
@@ -46,12 +57,7 @@ def ensemble_logits(observers: Sequence[Observer], images: torch.Tensor, *, batc
         pixels = chunk.to(device).float().div_(255.0)
         total = None
         for observer in observers:
-            x = pixels
-            if x.shape[-1] != observer.input_size:
-                x = F.interpolate(x, size=(observer.input_size,) * 2, mode="bilinear", antialias=True,
-                                  align_corners=False)
-            with autocast(device, autocast_dtype):
-                logits = observer(x).float()
+            logits = observer_logits(observer, pixels, autocast_dtype)
             total = logits if total is None else total + logits
         return total / len(observers)
 
