@@ -155,22 +155,6 @@ def _upload(local: Path, uri: str) -> None:
                       "complete. Rerun the same command to upload it again (nothing is recomputed)") from err
 
 
-def _upload(local: Path, uri: str) -> None:
-    """Upload a finished run so that no reader ever takes it for finished before every file is there: the marker
-    goes first marked incomplete, then every other file, then the marker as it is (complete).
-
-    Raises:
-        OSError: when the store fails, saying where the finished run is and that rerunning uploads it.
-    """
-    marker = read_marker(local)
-    try:
-        write_remote_text(f"{uri}/{MARKER}", json.dumps({**marker, "complete": False}))
-        upload_tree(local, uri, last=MARKER)
-    except OSError as err:
-        raise OSError(f"uploading the finished run in {local} to {uri} failed ({err}); nothing there is marked "
-                      "complete. Rerun the same command to upload it again (nothing is recomputed)") from err
-
-
 def read_marker(location: str | Path) -> dict[str, Any]:
     """The run marker of a local folder or a remote URI; empty when there is none (or it is unreadable)."""
     if is_remote(location):
