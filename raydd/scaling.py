@@ -24,7 +24,8 @@ from raydd.config import option
 from raydd.runtime import RunFailedError, lost_nodes
 
 __all__ = ["ActorPool", "Restartable", "Scaling", "TrainWorker", "actor_pool", "run_failed", "run_torch_trainer",
-           "scaling_of", "start_train_worker", "table_dataset", "trial_resources"]
+           "scaling_of", "start_train_worker", "table_dataset", "trial_resources",
+           "trial_threads"]
 
 
 @dataclass(kw_only=True)
@@ -161,6 +162,11 @@ def start_train_worker(scaling: Scaling) -> TrainWorker:
 def trial_resources(scaling: Scaling) -> dict[str, float]:
     """What each Ray Tune trial reserves."""
     return {"cpu": scaling.cpus_per_worker or 1.0, "gpu": scaling.gpus_per_worker}
+
+
+def trial_threads(scaling: Scaling) -> int:
+    """The torch threads of a Ray Tune trial: ``threads_per_worker``, else one per CPU it reserves."""
+    return scaling.threads_per_worker or max(1, int(scaling.cpus_per_worker or 1))
 
 
 @dataclass(frozen=True)

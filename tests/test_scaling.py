@@ -4,7 +4,7 @@ the cluster is replaced, so these run without starting Ray (the Ray Train side: 
 import pytest
 
 import raydd.scaling as scaling
-from raydd.scaling import Restartable, Scaling, actor_pool, run_failed, trial_resources
+from raydd.scaling import Restartable, Scaling, actor_pool, run_failed, trial_resources, trial_threads
 
 
 @pytest.fixture
@@ -42,6 +42,8 @@ def test_gpu_actors_default_to_the_gpus_and_leave_half_the_cpus_to_the_pipeline(
 def test_a_trial_reserves_what_a_worker_does():
     assert trial_resources(Scaling()) == {"cpu": 1.0, "gpu": 0.0}
     assert trial_resources(Scaling(cpus_per_worker=2, gpus_per_worker=0.25)) == {"cpu": 2, "gpu": 0.25}
+    assert (trial_threads(Scaling()), trial_threads(Scaling(cpus_per_worker=2.5)),
+            trial_threads(Scaling(cpus_per_worker=2, threads_per_worker=3))) == (1, 2, 3)
 
 
 def test_a_failed_run_says_what_failed_where_its_work_is_and_how_to_resume(monkeypatch):

@@ -11,6 +11,7 @@ from pathlib import Path
 from raydd.evaluate.config import EvalConfig, rded_recipe
 from raydd.evaluate.inputs import SetSource, kd_temperature
 from raydd.evaluate.students import StudentPlan
+from raydd.scaling import trial_threads
 
 __all__ = ["full_data_cache", "full_data_key", "full_data_plan", "student_plan"]
 
@@ -29,7 +30,7 @@ def student_plan(config: EvalConfig, source: SetSource, size: int, teacher_model
         # MTT's students see the inputs its experts saw; RDED's reference normalises with ImageNet's statistics.
         normalization=None if rded or not source.normalization else (tuple(source.normalization["mean"]),
                                                                      tuple(source.normalization["std"])),
-        threads=config.threads_per_worker or max(1, int(config.cpus_per_worker or 1)))
+        threads=trial_threads(config))
 
 
 def full_data_plan(plan: StudentPlan, epochs: int) -> StudentPlan:
