@@ -52,8 +52,8 @@ def load_set(config: EvalConfig) -> tuple[TrainingSet, SetSource]:
         x, y = distilled.images()
         soft = cells = None
         if config.protocol == "rded" and config.soft_labels != "online":
-            soft, cells = stored_labels(distilled, kd_temperature(config))
-            cells = cells if config.soft_labels == "stored_cells" else None
+            soft, cells = stored_labels(distilled, kd_temperature(config),
+                                        by_cell=config.soft_labels == "stored_cells")
         counts = np.bincount(y.numpy())
         return TrainingSet(x, y, soft, cells), SetSource(
             classes=distilled.classes, factor=distilled.info.factor, ipc=int(counts.max()),
@@ -78,12 +78,15 @@ def kd_temperature(config: EvalConfig) -> float:
     return config.temperature or (20.0 if config.mix == "cutmix" else 4.0)
 
 
-def stored_labels(distilled: DistilledSet, temperature: float) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The set's stored labels as dense logits at ``temperature``: per image, and per grid cell
+def stored_labels(distilled: DistilledSet, temperature: float, *, by_cell: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The set's stored labels as dense logits at ``temperature``: per image, and with ``by_cell`` per grid cell
     (``[N, factor², classes]``, None when the set has no patch labels) for labelling a view by what it shows."""
     classes = len(distilled.classes)
     soft = dense_logits(*distilled.soft_labels(), classes, tail=distilled.soft_label_tails(),
                         temperature=temperature)
+    if not by_cell:
+        return soft, None
     indices, values = distilled.soft_labels(patches=True)
     if len(indices) == 0 or len(indices) % len(soft):
         return soft, None
