@@ -15,8 +15,8 @@ teacher — a raydd ``convnet3_bn`` checkpoint written in the reference ConvNet'
 3. *Synthesis, judged alike*: the reference's set evaluated by ``raydd evaluate``.
 4. *The paper's table* (``baselines``): raydd's set with its random and herding baselines and DD-Ranking's
    scores (full-data accuracy: ``--full-data-acc``), over ``--baseline-seeds``.
-5. *Stored labels* (``stored``): a factor-2 set evaluated with the online teacher and with its stored labels
-   (each view labelled by its cells').
+5. *Stored labels* (``stored``): a factor-2 set evaluated with the online teacher, with each image's stored
+   label and with each view labelled by its cells' stored labels (``--soft-labels stored_cells``).
 6. *Synthesis draws* (``draws``): more sets from each code (``--draw-seeds``; raydd's seed, the reference's
    generators seeded by the harness), each evaluated by ``raydd evaluate`` with the first of ``--seeds``: how far
    one set's accuracy moves with the synthesis' own randomness, beside the two codes' difference.
@@ -119,6 +119,21 @@ main(args)
     return done.stdout
 
 
+def _reference_set(work: Path, reference: str, folder: Path, classes: list[str], epochs: int,
+                   draw: int | None = None) -> Path:
+    """The reference's synthesis into ``folder/numbered`` (once: ``folder/done`` marks it), and the same images
+    under the class names raydd evaluate matches to the test set, ``folder/named``; returns the latter."""
+    named = folder / "named"
+    if not (folder / "done").exists():
+        _reference(work, reference, "synthesize", epochs, 0, syn=folder / "numbered", draw=draw)
+        named.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(classes):
+            if not (named / name).exists():
+                (named / name).symlink_to(folder / "numbered" / f"{i:05d}")
+        (folder / "done").touch()
+    return named
+
+
 def _reference_accuracies(output: str, epochs: int) -> dict[str, object]:
     """The final test accuracy and the reported best from the reference's validation log (it prints "TEST:" on a
     line of its own, then "Iter E: loss = …, Top-1 err = …" with E counted from 0)."""
@@ -149,6 +164,7 @@ def main() -> None:
     tune_allocator()
     from raydd.data import list_images
     from raydd.evaluate import EvalConfig, evaluate
+    from raydd.io import DistilledSet
     from raydd.rded import RdedConfig, distill
 
     cifar = shared_dataset("cifar10-jpg")
@@ -163,21 +179,19 @@ def main() -> None:
         result["machine"] = machine()
         (out / "oracle.json").write_text(json.dumps(result, indent=2, default=str))
 
+    def raydd_set(name: str, seed: int = 0, factor: int = int(SETTINGS["factor"])) -> DistilledSet:
+        """raydd's synthesis at the reference script's settings (a finished one is returned as it is)."""
+        return distill(RdedConfig(data=f"{cifar}/train", out=str(out / name), observers=[observer],
+                                  ipc=int(SETTINGS["ipc"]), factor=factor, mipc=int(SETTINGS["mipc"]),
+                                  num_crops=int(SETTINGS["num-crop"]), seed=seed))
+
     started = time.perf_counter()
-    ours = distill(RdedConfig(data=f"{cifar}/train", out=str(out / "raydd-set"), observers=[observer],
-                              ipc=int(SETTINGS["ipc"]), factor=int(SETTINGS["factor"]),
-                              mipc=int(SETTINGS["mipc"]), num_crops=int(SETTINGS["num-crop"]), seed=0))
+    ours = raydd_set("raydd-set")
     result["timings_s"]["raydd_distill"] = round(time.perf_counter() - started, 1)
     theirs = out / "reference-set"
     if "synthesis" in args.stages and not (theirs / "done").exists():
         started = time.perf_counter()
-        _reference(work, args.reference, "synthesize", args.epochs, 0, syn=theirs / "numbered")
-        named = theirs / "named"  # the same images under the class names raydd evaluate matches to the test set
-        named.mkdir(parents=True, exist_ok=True)
-        for i, name in enumerate(classes):
-            if not (named / name).exists():
-                (named / name).symlink_to(theirs / "numbered" / f"{i:05d}")
-        (theirs / "done").touch()
+        _reference_set(work, args.reference, theirs, classes, args.epochs)
         result["timings_s"]["reference_synthesize"] = round(time.perf_counter() - started, 1)
 
     common = dict(val_data=f"{cifar}/test", protocol="rded", student="convnet3_bn", teacher=observer,
@@ -222,10 +236,8 @@ def main() -> None:
         result["scores"] = report.get("scores")
         save()
     if "stored" in args.stages:  # a stitched set (factor 2), its views labelled by the stored cell labels
-        stitched = distill(RdedConfig(data=f"{cifar}/train", out=str(out / "raydd-set-factor2"), observers=[observer],
-                                      ipc=int(SETTINGS["ipc"]), factor=2, mipc=int(SETTINGS["mipc"]),
-                                      num_crops=int(SETTINGS["num-crop"]), seed=0))
-        for labels in ("online", "stored"):
+        stitched = raydd_set("raydd-set-factor2", factor=2)
+        for labels in ("online", "stored", "stored_cells"):
             started = time.perf_counter()
             report = evaluate(EvalConfig(distilled=str(stitched.path), out=str(out / f"factor2-{labels}"),
                                          soft_labels=labels, **common))
@@ -235,19 +247,11 @@ def main() -> None:
     if "draws" in args.stages:
         draws: dict[str, dict[int, float]] = {"raydd": {}, "reference": {}}
         for seed in args.draw_seeds:
-            drawn = distill(RdedConfig(data=f"{cifar}/train", out=str(out / f"raydd-set-draw{seed}"),
-                                       observers=[observer], ipc=int(SETTINGS["ipc"]), factor=int(SETTINGS["factor"]),
-                                       mipc=int(SETTINGS["mipc"]), num_crops=int(SETTINGS["num-crop"]), seed=seed))
-            folder = out / f"reference-set-draw{seed}"
-            if not (folder / "done").exists():
-                _reference(work, args.reference, "synthesize", args.epochs, 0, syn=folder / "numbered", draw=seed)
-                (folder / "named").mkdir(parents=True, exist_ok=True)
-                for i, name in enumerate(classes):
-                    if not (folder / "named" / name).exists():
-                        (folder / "named" / name).symlink_to(folder / "numbered" / f"{i:05d}")
-                (folder / "done").touch()
+            drawn = raydd_set(f"raydd-set-draw{seed}", seed=seed)
+            named = _reference_set(work, args.reference, out / f"reference-set-draw{seed}", classes, args.epochs,
+                                   draw=seed)
             for code, distilled, extra in (("raydd", str(drawn.path), {}),
-                                           ("reference", str(folder / "named"), {"factor": int(SETTINGS["factor"])})):
+                                           ("reference", str(named), {"factor": int(SETTINGS["factor"])})):
                 report = evaluate(EvalConfig(distilled=distilled, out=str(out / f"{code}-draw{seed}-evaluated"),
                                              **extra, **{**common, "seeds": args.seeds[:1]}))
                 draws[code][seed] = report["sets"]["distilled"]["final_acc"][0]
