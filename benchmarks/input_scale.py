@@ -15,8 +15,10 @@ Stages:
   memory   distil at 224 px, factor 2, mipc = M: once IPC 10 in full (its scores), then IPC 10 and IPC 50 again
            from those scores, each distil in a fresh process whose peak resident memory is the driver's: in all,
            private, and pages of Ray's shared object store it has read (bounded by the store, not the driver's).
-  latency  IPC 1, factor 2 on the same tree from local disk, and from an S3 server (moto, its own process) behind
-           a proxy that holds every request 50 ms before passing it on; the wall of each, every stage included.
+  latency  IPC 1, factor 2 on the same tree from local disk; through a filesystem that holds every request 50 ms
+           (the local disk behind fsspec, as ``delayed://``: latency alone); and from an S3 server (moto, its own
+           process) behind a proxy that holds every request 50 ms (latency and the server's own CPU, which here
+           shares the cores with raydd); the wall of each, every stage included, and the servers' CPU time.
   parquet  the candidates' blocks as the pipeline forms them (all M images of each class, in shard order, blocks
            of 256) read through a filesystem that counts bytes: bytes read against the candidates' own bytes;
            then assembly's reads of IPC 10's winners, by image (16 images a block) and by cell (shard order).
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from _images import natural_jpegs
+from fsspec.implementations.local import LocalFileSystem
 
 HERE = Path(__file__).resolve().parent
 DELAY_S = 0.05
@@ -108,8 +111,12 @@ class _Peaks:
 
 def distill_once(args: argparse.Namespace) -> dict[str, Any]:
     """One distil in this process (the driver); its peak resident memory is this process's."""
+    import fsspec
+
     import raydd
     from raydd.rded import RdedConfig, distill
+
+    fsspec.register_implementation("delayed", _Delayed, clobber=True)
 
     values = {"data": args.source, "out": args.out, "observers": [f"checkpoint@{Path(args.data) / 'observer'}"],
               "ipc": args.ipc, "factor": 2, "mipc": args.per_class, "num_crops": 5, "input_size": 224,
@@ -125,6 +132,34 @@ def distill_once(args: argparse.Namespace) -> dict[str, Any]:
             "driver_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
             "driver_peak_private_gib": round(peaks.peak["RssAnon"] / 2**20, 3),
             "driver_peak_object_store_pages_gib": round(peaks.peak["RssShmem"] / 2**20, 3)}
+
+
+class _Delayed(LocalFileSystem):
+    """The local disk as ``delayed://``, every request (an open, a folder's listing, a stat) held ``DELAY_S`` first: an object
+    store's first-byte latency without a server that shares the cores. Defined here, it reaches Ray's workers
+    inside the pickled filesystem raydd hands them."""
+
+    protocol = "delayed"
+    cachable = False
+
+    @classmethod
+    def _strip_protocol(cls, path):
+        return super()._strip_protocol(str(path).removeprefix("delayed://"))
+
+    def _open(self, path, *args, **kwargs):
+        time.sleep(DELAY_S)
+        return super()._open(path, *args, **kwargs)
+
+    def ls(self, path, *args, **kwargs):
+        time.sleep(DELAY_S)
+        return super().ls(path, *args, **kwargs)
+
+    def info(self, path, **kwargs):
+        time.sleep(DELAY_S)
+        return super().info(path, **kwargs)
+
+
+del _Delayed._instantiation_lock  # fsspec's per-class lock cannot be pickled; the base class's serves instead
 
 
 def _child(args: argparse.Namespace, env: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
@@ -225,13 +260,24 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                         use_threads=True)
         upload_s = time.perf_counter() - started
         local = _child(args, source=str(tree), ipc=1, out=runs / "local")
+        delayed = _child(args, source=f"delayed://{tree}", ipc=1, out=runs / "delayed")
+        before = {name: _cpu_s(p.pid) for name, p in (("s3_server", moto), ("proxy", proxy))}
         remote = _child(args, env={**env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy_port}"},
                         source="s3://bench/train", ipc=1, out=runs / "s3")
+        remote["server_cpu_s"] = {name: round(_cpu_s(p.pid) - before[name], 1)
+                                  for name, p in (("s3_server", moto), ("proxy", proxy))}
     finally:
         proxy.terminate()
         moto.terminate()
-    return {"delay_s": DELAY_S, "upload_s": round(upload_s, 1), "local": local, "s3_delayed": remote,
+    return {"delay_s": DELAY_S, "upload_s": round(upload_s, 1), "local": local, "delayed_filesystem": delayed,
+            "s3_delayed": remote, "delayed_filesystem_over_local": round(delayed["wall_s"] / local["wall_s"], 3),
             "s3_over_local": round(remote["wall_s"] / local["wall_s"], 3)}
+
+
+def _cpu_s(pid: int) -> float:
+    """User and system CPU seconds a process has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def parquet(args: argparse.Namespace) -> dict[str, Any]:

@@ -206,3 +206,31 @@ def test_parquet_images_stitched_from_cells_cut_in_shard_order_equal_those_stitc
         group = {k: v[cut["n"] == i] for k, v in cut.items()}
         image = tasks.stitch_cells(group, size=size, factor=factor, image_format="png")
         assert image["encoded"][0] == per_image["encoded"][i] and image["n"][0] == i
+
+
+def test_a_scheme_only_fsspec_knows_is_read_through_it_and_an_unknown_one_is_refused():
+    import fsspec
+
+    from raydd.data.filesystem import resolve
+
+    memory = fsspec.filesystem("memory")
+    for c, name in enumerate(("cat", "dog")):
+        for i in range(3):
+            memory.pipe(f"/raydd-fsspec-tree/{name}/{i}.png", _png(10 * c + i))
+    try:
+        index = list_images("memory://raydd-fsspec-tree")  # pyarrow alone: "Unrecognized filesystem type"
+        assert index.classes == ["cat", "dog"] and len(index) == 6
+        refs = index.files["dog"]
+        assert read_image_bytes(refs, index.filesystem()) == [_png(10 + i) for i in range(3)]
+    finally:
+        memory.rm("/raydd-fsspec-tree", recursive=True)
+    with pytest.raises(ValueError, match="no filesystem for this scheme"):
+        resolve("nosuchscheme://bucket/train")
+
+
+def test_hugging_face_datasets_resolve_to_its_filesystem_without_a_request():
+    hub = pytest.importorskip("huggingface_hub")
+    from raydd.data.filesystem import resolve
+
+    fs, path = resolve("hf://datasets/ILSVRC/imagenet-1k/data")
+    assert isinstance(fs.handler.fs, hub.HfFileSystem) and path == "datasets/ILSVRC/imagenet-1k/data"
