@@ -135,9 +135,9 @@ def distill_once(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Delayed(LocalFileSystem):
-    """The local disk as ``delayed://``, every request (an open, a folder's listing, a stat) held ``DELAY_S`` first: an object
-    store's first-byte latency without a server that shares the cores. Defined here, it reaches Ray's workers
-    inside the pickled filesystem raydd hands them."""
+    """The local disk as ``delayed://``, every request (an open, a folder's listing, a stat) held ``DELAY_S``
+    first: an object store's first-byte latency without a server that shares the cores. Defined here, it reaches
+    Ray's workers inside the pickled filesystem raydd hands them."""
 
     protocol = "delayed"
     cachable = False

@@ -63,6 +63,19 @@ def test_images_numbered_by_the_caller_may_arrive_in_any_order_and_are_on_disk_a
     assert logits[:, 0].tolist() == [10, 15, 30, 20, 40]
 
 
+def test_the_writer_keeps_no_view_of_a_callers_label_arrays(tmp_path):
+    """Labels arrive as views of a Ray batch; a kept view would pin the batch, its images included, in the object
+    store until the set is finished (the driver's mapped store pages grew with IPC)."""
+    block = np.arange(4 * 6, dtype=np.float32).reshape(4, 6)  # a block whose rows the labels are views of
+    writer = DistilledSetWriter(tmp_path, ["cat"])
+    writer.add(0, _png(1), sources=["c/1.jpg"], label=(block[0, :3].astype(np.int32), block[0, 3:]),
+               patch_labels=[(block[1, :3].astype(np.int32), block[1, 3:])])
+    block[:] = -1  # the block is reused or freed: the set keeps the labels as they were given
+    writer.finish(SetInfo(method="test", classes=["cat"]), {})
+    indices, logits = DistilledSet(tmp_path).soft_labels()
+    assert indices[0].tolist() == [0, 1, 2] and logits[0].tolist() == [3.0, 4.0, 5.0]
+
+
 @pytest.mark.parametrize("name", ["..", ".", "", "../../escape", "a/b", "a\\b", "nul\x00", "tab\tname"])
 def test_a_class_name_that_is_not_one_path_component_is_refused_before_anything_is_written(tmp_path, name):
     from raydd.io.names import UnsafeClassNameError

@@ -34,6 +34,12 @@ def fixed_size_list(array: np.ndarray, dtype: pa.DataType) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(pa.array(array.reshape(-1), dtype), width)
 
 
+def _own(label: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Copies of a label's arrays: a caller's arrays may be views of a Ray batch in the object store, and keeping
+    a view keeps the whole block, its images included, pinned there and mapped in the driver until the end."""
+    return tuple(np.array(part, copy=True) for part in label)
+
+
 class DistilledSetWriter:
     """Writes a distilled set's images as they come and keeps their (small) rows; then writes its manifest,
     labels, montage and stats.
@@ -88,7 +94,8 @@ class DistilledSetWriter:
             "class_index": class_index, "class_name": name, "n": n, "file": rel,
             "sha256": sha256 or hashlib.sha256(encoded).hexdigest(), "patch_sources": list(sources),
             "patch_boxes": boxes, "patch_scores": scores,
-            "labels": ([(-1, label)] if label is not None else []) + list(enumerate(patch_labels))}
+            "labels": [(patch, _own(lb)) for patch, lb in ([(-1, label)] if label is not None else [])
+                       + list(enumerate(patch_labels))]}
         return rel
 
     def _in_order(self) -> list[dict[str, Any]]:
