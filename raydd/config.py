@@ -56,10 +56,11 @@ def execution_fields(config: Any) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(config) if f.metadata.get("execution"))
 
 
-def config_hash(config: Any, *, exclude: tuple[str, ...] = ()) -> str:
+def config_hash(config: Any, *, exclude: tuple[str, ...] = (), include: tuple[str, ...] = ()) -> str:
     """A short hash of the settings that determine a job's result: every field but the execution-only ones and
-    ``exclude`` (what a reuse ignores, e.g. the settings scores do not depend on)."""
-    skipped = set(execution_fields(config)) | set(exclude)
+    ``exclude`` (what a reuse ignores, e.g. the settings scores do not depend on); ``include`` names execution
+    fields that do decide this job's result."""
+    skipped = (set(execution_fields(config)) - set(include)) | set(exclude)
     values = {k: v for k, v in config_to_dict(config).items() if k not in skipped}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

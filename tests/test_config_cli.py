@@ -108,6 +108,13 @@ def test_result_hashes_are_the_ones_runs_made_before_the_shared_scaling_config()
     # Changed by issue 30 (weights_step, weights_bound and hold_still; group steps the default): matching runs
     # made before it are redone rather than resumed ("27db207981e675a8", then "ccfdfe25832af6f7" before).
     assert config_hash(MatchConfig(data="d", experts="e", out="o")) == "bebdbb302808286b"
+    match = MatchConfig(data="d", experts="e", out="o")
+    # A matching result also names its worker count (each worker draws its own students): "bebdbb302808286b"
+    # before, which kept returning a set made by 2 workers to a run asking for 4.
+    assert match.result_hash() == MatchConfig(data="d", experts="e", out="o", num_workers=1).result_hash()
+    assert match.result_hash() != MatchConfig(data="d", experts="e", out="o", num_workers=2).result_hash()
+    assert match.result_hash() == MatchConfig(data="d", experts="e", out="o", checkpoint_every=7, cpus_per_worker=2,
+                                              name="other").result_hash()
     # Changed by issue 29 (RDED's default student is convnet3_bn, its reference's BatchNorm ConvNet):
     # "5dc92d0662f95447" before.
     assert config_hash(EvalConfig(distilled="d", val_data="v", out="o")) == "db9a20d6edd300da"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from raydd.config import option
+from raydd.config import config_hash, option
 from raydd.matching.loss import MEMORY_MODES
 from raydd.matching.weights import GRANULARITIES, STEPS
 from raydd.scaling import Restartable
@@ -61,3 +61,8 @@ class MatchConfig(Restartable):
         for name in ("ipc", "iterations", "syn_steps", "expert_epochs", "max_start_epoch", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+
+    def result_hash(self) -> str:
+        """Each worker draws its own expert and start epoch every iteration and the workers average their image
+        gradients, so the worker count (unset: 1) is part of the result; a rerun with another one starts over."""
+        return config_hash(replace(self, num_workers=self.num_workers or 1), include=("num_workers",))

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from raydd.config import config_hash
 from raydd.data.zca import ZCA_FILE, Zca, experts_zca
 from raydd.io.experts import expert_files, load_expert
 from raydd.io.torch_files import load_torch_file
@@ -257,7 +256,7 @@ def match(config: MatchConfig):
                          f"exceeds the experts' {epochs} epochs")
     zca = _zca(config, first)  # a missing whitening is an error here, before any worker starts
     list_images(config.data)  # so is a source without images, or with a class name that is not a folder name
-    result_hash = config_hash(config)
+    result_hash = config.result_hash()
     if RunFolder.reuse(config.out, result_hash):
         return DistilledSet(config.out)
     run = RunFolder.for_config(config, result_hash, kind=config.method)
