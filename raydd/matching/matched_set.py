@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from raydd.config import config_hash
 from raydd.data.zca import ZCA_FILE, Zca
 from raydd.io.set_info import SetInfo
 from raydd.io.writer import DistilledSetWriter
@@ -39,7 +38,7 @@ def write_matched_set(config: MatchConfig, state: dict[str, Any], work: Path, zc
     info = SetInfo(method=config.method, classes=state["classes"], learned_lr=state["lr"],
                    input_size=state["input_size"], zca=zca is not None, factor=1, ipc=config.ipc,
                    iterations=state["iteration"], skipped_steps=state["skipped"], normalization=norm,
-                   config_hash=config_hash(config))
+                   config_hash=config.result_hash())
     writer.finish(info, {"learned_lr": state["lr"], "iterations": state["iteration"], "skipped_steps": state["skipped"],
                          "skipped_files": state["skipped_files"], "worker_divergence": state["worker_divergence"],
                          "resumed_from": state.get("resumed_from", 0), "memory": config.memory,
