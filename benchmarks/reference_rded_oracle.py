@@ -2,6 +2,7 @@
 
     python benchmarks/reference_rded_oracle.py --reference ~/src/RDED --teacher runs/convnet3-bn/checkpoint.pt \
         --out /tmp/oracle-run
+    python benchmarks/reference_rded_oracle.py … --ipc 1 --stages baselines --out /tmp/oracle-ipc1  # the table's rows
 
 The reference (a checkout of LINs-lab/RDED, kept outside the project) runs unchanged, each run in its own
 process and working folder, with two substitutions a CPU needs: ``.cuda()`` leaves tensors where they are, and
@@ -81,7 +82,7 @@ def _workspace(root: Path, cifar: str, classes: list[str], teacher: str) -> Path
 
 
 def _reference(work: Path, reference: str, stage: str, epochs: int, seed: int, syn: Path | None = None,
-               draw: int | None = None) -> str:
+               draw: int | None = None, settings: dict[str, str] = SETTINGS) -> str:
     """One run of the reference's ``stage`` (synthesize or validate) in its own process; its printed output,
     kept in ``work/logs`` (a finished run is not repeated). The reference's synthesis seeds nothing itself:
     ``draw`` seeds Python's and torch's generators before it starts, for another draw of its random crops."""
@@ -89,7 +90,7 @@ def _reference(work: Path, reference: str, stage: str, epochs: int, seed: int, s
     log = work / "logs" / f"{name}-epochs{epochs}-seed{seed}.txt"
     if log.exists():
         return log.read_text()
-    argv = [f"--{k}={v}" for k, v in SETTINGS.items()] + [f"--re-epochs={epochs}", f"--seed={seed}"]
+    argv = [f"--{k}={v}" for k, v in settings.items()] + [f"--re-epochs={epochs}", f"--seed={seed}"]
     code = f"""
 import os, sys, torch
 sys.path.insert(0, {str(Path(reference).expanduser().resolve())!r})
@@ -120,12 +121,12 @@ main(args)
 
 
 def _reference_set(work: Path, reference: str, folder: Path, classes: list[str], epochs: int,
-                   draw: int | None = None) -> Path:
+                   draw: int | None = None, settings: dict[str, str] = SETTINGS) -> Path:
     """The reference's synthesis into ``folder/numbered`` (once: ``folder/done`` marks it), and the same images
     under the class names raydd evaluate matches to the test set, ``folder/named``; returns the latter."""
     named = folder / "named"
     if not (folder / "done").exists():
-        _reference(work, reference, "synthesize", epochs, 0, syn=folder / "numbered", draw=draw)
+        _reference(work, reference, "synthesize", epochs, 0, syn=folder / "numbered", draw=draw, settings=settings)
         named.mkdir(parents=True, exist_ok=True)
         for i, name in enumerate(classes):
             if not (named / name).exists():
@@ -158,6 +159,8 @@ def main() -> None:
     parser.add_argument("--full-data-acc", type=float, help="for DD-Ranking's scores (a fraction)")
     parser.add_argument("--baseline-seeds", type=int, nargs="+", help="seeds of the baselines stage (default: --seeds)")
     parser.add_argument("--draw-seeds", type=int, nargs="+", default=[1, 2], help="synthesis seeds of the draws stage")
+    parser.add_argument("--ipc", type=int, default=int(SETTINGS["ipc"]),
+                        help="images per class of every set (the reference's script: 10; give each IPC its --out)")
     parser.add_argument("--stages", nargs="+", default=["synthesis", "protocol", "judged", "baselines"],
                         choices=["synthesis", "protocol", "judged", "baselines", "stored", "draws"])
     args = parser.parse_args()
@@ -172,18 +175,19 @@ def main() -> None:
     out = Path(args.out).resolve()
     work = _workspace(out / "reference-work", cifar, classes, args.teacher)
     observer = f"checkpoint@{Path(args.teacher).resolve()}"
-    result: dict = {"benchmark": "reference_rded_oracle", "settings": SETTINGS, "epochs": args.epochs,
+    settings = {**SETTINGS, "ipc": str(args.ipc)}
+    result: dict = {"benchmark": "reference_rded_oracle", "settings": settings, "epochs": args.epochs,
                     "seeds": args.seeds, "teacher": args.teacher, "timings_s": {}}
 
     def save() -> None:
         result["machine"] = machine()
         (out / "oracle.json").write_text(json.dumps(result, indent=2, default=str))
 
-    def raydd_set(name: str, seed: int = 0, factor: int = int(SETTINGS["factor"])) -> DistilledSet:
+    def raydd_set(name: str, seed: int = 0, factor: int = int(settings["factor"])) -> DistilledSet:
         """raydd's synthesis at the reference script's settings (a finished one is returned as it is)."""
         return distill(RdedConfig(data=f"{cifar}/train", out=str(out / name), observers=[observer],
-                                  ipc=int(SETTINGS["ipc"]), factor=factor, mipc=int(SETTINGS["mipc"]),
-                                  num_crops=int(SETTINGS["num-crop"]), seed=seed))
+                                  ipc=args.ipc, factor=factor, mipc=int(settings["mipc"]),
+                                  num_crops=int(settings["num-crop"]), seed=seed))
 
     started = time.perf_counter()
     ours = raydd_set("raydd-set")
@@ -191,7 +195,7 @@ def main() -> None:
     theirs = out / "reference-set"
     if "synthesis" in args.stages and not (theirs / "done").exists():
         started = time.perf_counter()
-        _reference_set(work, args.reference, theirs, classes, args.epochs)
+        _reference_set(work, args.reference, theirs, classes, args.epochs, settings=settings)
         result["timings_s"]["reference_synthesize"] = round(time.perf_counter() - started, 1)
 
     common = dict(val_data=f"{cifar}/test", protocol="rded", student="convnet3_bn", teacher=observer,
@@ -206,7 +210,7 @@ def main() -> None:
         for seed in args.seeds:
             started = time.perf_counter()
             runs[seed] = _reference_accuracies(_reference(work, args.reference, "validate", args.epochs, seed,
-                                                          syn=numbered), args.epochs)
+                                                          syn=numbered, settings=settings), args.epochs)
             runs[seed]["wall_s"] = round(time.perf_counter() - started, 1)
         result["reference_validates_raydd_set"] = {
             "per_seed": runs, "final": _mean_std([r["final_acc"] for r in runs.values()]),
@@ -218,7 +222,7 @@ def main() -> None:
         save()
     if "judged" in args.stages:
         started = time.perf_counter()
-        report = evaluate(EvalConfig(distilled=str(theirs / "named"), factor=int(SETTINGS["factor"]),
+        report = evaluate(EvalConfig(distilled=str(theirs / "named"), factor=int(settings["factor"]),
                                      out=str(out / "raydd-evaluates-reference-set"), **common))
         result["timings_s"]["raydd_evaluate_reference_set"] = round(time.perf_counter() - started, 1)
         result["raydd_evaluates_reference_set"] = report["sets"]["distilled"]
@@ -249,9 +253,9 @@ def main() -> None:
         for seed in args.draw_seeds:
             drawn = raydd_set(f"raydd-set-draw{seed}", seed=seed)
             named = _reference_set(work, args.reference, out / f"reference-set-draw{seed}", classes, args.epochs,
-                                   draw=seed)
+                                   draw=seed, settings=settings)
             for code, distilled, extra in (("raydd", str(drawn.path), {}),
-                                           ("reference", str(named), {"factor": int(SETTINGS["factor"])})):
+                                           ("reference", str(named), {"factor": int(settings["factor"])})):
                 report = evaluate(EvalConfig(distilled=distilled, out=str(out / f"{code}-draw{seed}-evaluated"),
                                              **extra, **{**common, "seeds": args.seeds[:1]}))
                 draws[code][seed] = report["sets"]["distilled"]["final_acc"][0]
