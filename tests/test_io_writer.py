@@ -45,12 +45,17 @@ def test_a_written_set_reads_back_with_its_rows_labels_and_pictures(tmp_path):
     assert (tmp_path / "montage.png").exists()
 
 
-def test_images_numbered_by_the_caller_may_arrive_in_any_order_and_are_on_disk_at_once(tmp_path):
+@pytest.mark.parametrize("chunk", [2, 256])  # rows kept as Arrow chunks of 2 images, or all in one
+def test_images_numbered_by_the_caller_may_arrive_in_any_order_and_are_on_disk_at_once(tmp_path, monkeypatch,
+                                                                                       chunk):
+    monkeypatch.setattr("raydd.io.writer.CHUNK", chunk)
     writer = DistilledSetWriter(tmp_path, ["a", "b"])
     arrivals = [(1, 1, 40), (0, 2, 30), (1, 0, 20), (0, 0, 10), (0, 1, 15)]
     for c, n, value in arrivals:
         label = (np.array([c], dtype=np.int32), np.array([float(value)], dtype=np.float16))
-        rel = writer.add(c, _png(value), n=n, sources=[f"src/{value}.jpg"], label=label)
+        patch = (np.array([n], dtype=np.int32), np.array([float(value) + 0.5], dtype=np.float16))
+        rel = writer.add(c, _png(value), n=n, sources=[f"src/{value}.jpg"], boxes=[[0, 0, value]], label=label,
+                         patch_labels=[patch, patch])
         assert (tmp_path / rel).read_bytes() == _png(value)  # written on arrival: the caller keeps nothing
     with pytest.raises(ValueError, match="added twice"):
         writer.add(0, _png(1), n=1, sources=["x"])
@@ -59,8 +64,22 @@ def test_images_numbered_by_the_caller_may_arrive_in_any_order_and_are_on_disk_a
         (0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     assert manifest["patch_sources"].to_pylist() == [["src/10.jpg"], ["src/15.jpg"], ["src/30.jpg"],
                                                      ["src/20.jpg"], ["src/40.jpg"]]
+    assert manifest["patch_boxes"].to_pylist() == [[[0, 0, v]] for v in (10, 15, 30, 20, 40)]
     _, logits = DistilledSet(tmp_path).soft_labels()  # the labels follow their images into class order
     assert logits[:, 0].tolist() == [10, 15, 30, 20, 40]
+    indices, logits = DistilledSet(tmp_path).soft_labels(patches=True)
+    assert logits[:, 0].tolist() == [v + 0.5 for v in (10, 10, 15, 15, 30, 30, 20, 20, 40, 40)]
+    assert indices[:, 0].tolist() == [0, 0, 1, 1, 2, 2, 0, 0, 1, 1]
+
+
+def test_a_tail_for_some_labels_only_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("raydd.io.writer.CHUNK", 1)
+    writer = DistilledSetWriter(tmp_path, ["a"])
+    top = (np.array([0], dtype=np.int32), np.array([1.0], dtype=np.float16))
+    writer.add(0, _png(1), sources=["x"], label=(*top, np.array([0.0, 1.0], dtype=np.float32)))
+    writer.add(0, _png(2), sources=["y"], label=top)
+    with pytest.raises(ValueError, match="1 of 2 soft labels have a tail"):
+        writer.finish(SetInfo(method="test", classes=["a"]), {})
 
 
 def test_the_writer_keeps_no_view_of_a_callers_label_arrays(tmp_path):

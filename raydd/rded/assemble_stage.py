@@ -98,16 +98,22 @@ def assemble_and_label(config: RdedConfig, plan: DistillPlan, layout: pa.Table,
                                           "factor": config.factor, "image_format": config.image_format,
                                           "reads_in_flight": config.reads_in_flight})
               .map_batches(LabelImages, batch_format="numpy", **actor))
-    made_of = {(row["class_index"], row["n"]): row for row in layout.to_pylist()}
+    # The layout has a row per image in class order, ipc a class: image n of class c is row c * ipc + n.
+    rows = np.arange(layout.num_rows)
+    if not (np.array_equal(layout["class_index"].to_numpy(), rows // config.ipc)
+            and np.array_equal(layout["n"].to_numpy(), rows % config.ipc)):
+        raise ValueError("the layout must have one row per image, in class order, ipc images a class")
+    made_of = {k: layout[k] for k in ("patch_names", "patch_boxes", "patch_scores")}
     patches = config.factor**2 if config.factor > 1 else 0
     started, done = time.perf_counter(), 0
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         # Written as they come (numbered by the layout, not by arrival): the driver keeps no image.
         for i in range(len(batch["class_index"])):
             c, n = int(batch["class_index"][i]), int(batch["n"][i])
+            row = c * config.ipc + n
             writer.add(c, batch["encoded"][i], n=n, sha256=str(batch["sha256"][i]),
-                       sources=made_of[c, n]["patch_names"], boxes=made_of[c, n]["patch_boxes"],
-                       scores=made_of[c, n]["patch_scores"],
+                       sources=made_of["patch_names"][row].as_py(), boxes=made_of["patch_boxes"][row].as_py(),
+                       scores=made_of["patch_scores"][row].as_py(),
                        label=(batch["label_indices"][i], batch["label_logits"][i], batch["label_tail"][i]),
                        patch_labels=[(batch["patch_indices"][i][p], batch["patch_logits"][i][p],
                                       batch["patch_tail"][i][p]) for p in range(patches)])
