@@ -135,8 +135,9 @@ def distill_once(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Delayed(LocalFileSystem):
-    """The local disk as ``delayed://``, every request (an open, a folder's listing, a stat) held ``DELAY_S``
-    first: an object store's first-byte latency without a server that shares the cores. Defined here, it reaches
+    """The local disk as ``delayed://``, every open (a GET) and folder listing held ``DELAY_S`` first: an object
+    store's first-byte latency without a server that shares the cores. Stats are not held: fsspec's local
+    listing stats every entry, which an object store's listing returns in one answer. Defined here, it reaches
     Ray's workers inside the pickled filesystem raydd hands them."""
 
     protocol = "delayed"
@@ -153,10 +154,6 @@ class _Delayed(LocalFileSystem):
     def ls(self, path, *args, **kwargs):
         time.sleep(DELAY_S)
         return super().ls(path, *args, **kwargs)
-
-    def info(self, path, **kwargs):
-        time.sleep(DELAY_S)
-        return super().info(path, **kwargs)
 
 
 del _Delayed._instantiation_lock  # fsspec's per-class lock cannot be pickled; the base class's serves instead
