@@ -66,6 +66,7 @@ class DistilledSetWriter:
         self._counts: dict[int, int] = {}
         self._added: set[tuple[int, int]] = set()
         self._given = dict.fromkeys(OPTIONAL, 0)
+        self._tails = 0  # soft labels given with a tail: all or none
         self._rows: list[dict[str, Any]] = []  # since the last chunk
         self._labels: list[tuple[int, int, int, tuple[np.ndarray, ...]]] = []
         self._row_chunks: list[pa.Table] = []
@@ -108,6 +109,7 @@ class DistilledSetWriter:
         labels = ([(-1, label)] if label is not None else []) + list(enumerate(patch_labels))
         self._labels += [(class_index, n, patch, tuple(np.array(part, copy=True) for part in lb))
                          for patch, lb in labels]
+        self._tails += sum(len(lb) > 2 for _, lb in labels)
         if len(self._rows) >= CHUNK:
             self._compact()
         return rel
@@ -127,7 +129,6 @@ class DistilledSetWriter:
                      "logits": np.stack([lb[1] for *_, lb in self._labels]).astype(np.float16)}
             if tails:
                 chunk["tail"] = np.stack(tails).astype(np.float32)
-            chunk["tails"] = np.array([len(tails)])
             self._label_chunks.append(chunk)
             self._labels = []
 
@@ -148,12 +149,11 @@ class DistilledSetWriter:
         """Every label's row, its image numbered by the manifest's order, each image's own label first."""
         if not self._label_chunks:
             return None
-        tails = sum(int(c["tails"][0]) for c in self._label_chunks)
         labels = sum(len(c["patch"]) for c in self._label_chunks)
-        if tails and tails != labels:
-            raise ValueError(f"{tails} of {labels} soft labels have a tail: give it for all or none")
-        parts = {k: np.concatenate([c[k] for c in self._label_chunks]) for k in self._label_chunks[0] if k != "tails"}
-        width = max(manifest["n"].to_numpy().max(initial=0), parts["n"].max(initial=0)) + 1
+        if self._tails and self._tails != labels:
+            raise ValueError(f"{self._tails} of {labels} soft labels have a tail: give it for all or none")
+        parts = {k: np.concatenate([c[k] for c in self._label_chunks]) for k in self._label_chunks[0]}
+        width = int(manifest["n"].to_numpy().max()) + 1  # every label's image is in the manifest
         keys = manifest["class_index"].to_numpy() * width + manifest["n"].to_numpy()  # ascending: class order
         image = np.searchsorted(keys, parts["class_index"] * width + parts["n"])
         order = np.lexsort((parts["patch"], image))
