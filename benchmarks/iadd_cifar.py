@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=["mtt", "iadd"], default=["mtt", "iadd"])
     parser.add_argument("--granularity", choices=GRANULARITIES, default="channel",
                         help="of IADD's importance weights")
+    parser.add_argument("--weights-bound", type=float,
+                        help="IADD: W's bound b (rho within ±ln b); its folders then name it (iadd-channel-b2-ipc1)")
     parser.add_argument("--scores", action="store_true",
                         help="DD-Ranking's scores for every set, with random and herding beside each")
     parser.add_argument("--herding-observer", help="with --scores: the observer whose features herding uses")
@@ -95,6 +97,9 @@ def main() -> None:
         for method in args.methods:
             # IADD's folders name the granularity, so a rerun never collects another granularity's result.
             tag = method if method == "mtt" else f"iadd-{args.granularity}"
+            bound = {} if method == "mtt" or args.weights_bound is None else {"weights_bound": args.weights_bound}
+            if bound:
+                tag += f"-b{args.weights_bound:g}"
             set_dir = os.path.join(args.out, f"{tag}-ipc{ipc}")
             eval_dir = os.path.join(args.out, f"eval-{tag}-ipc{ipc}")
             done = os.path.join(eval_dir, "report.json")
@@ -108,7 +113,7 @@ def main() -> None:
                                           out=set_dir, method=method, ipc=ipc,
                                           iterations=iterations, checkpoint_every=10, num_workers=args.workers,
                                           cpus_per_worker=args.cpus_per_worker,
-                                          granularity=args.granularity, **MATCH[ipc]))
+                                          granularity=args.granularity, **bound, **MATCH[ipc]))
             match_s = time.perf_counter() - started
             started = time.perf_counter()
             if args.scores:  # each set with its own baselines: they train at the set's learned lr

@@ -6,6 +6,7 @@ costs show (issue 31).
     python benchmarks/input_scale.py memory  --data $D [--before OLD]  # driver peak RSS, IPC 10 against IPC 50
     python benchmarks/input_scale.py latency --data $D --classes 100 --per-class 16  # local vs S3 + 50 ms
     python benchmarks/input_scale.py parquet --data $D                 # bytes read against the candidates' bytes
+    python benchmarks/input_scale.py classes --data /tmp/in-classes    # 16,000 candidates in 10 vs 1,000 classes
 
 Stages:
   data     N wnid folders × M JPEGs of natural small sizes (short side 64-128 px, smooth colour fields with grain,
@@ -22,6 +23,11 @@ Stages:
   parquet  the candidates' blocks as the pipeline forms them (all M images of each class, in shard order, blocks
            of 256) read through a filesystem that counts bytes: bytes read against the candidates' own bytes;
            then assembly's reads of IPC 10's winners, by image (16 images a block) and by cell (shard order).
+  classes  the same 16,000 candidates as 10 classes × 1,600 and as 1,000 classes × 16 (two trees made by ``data``
+           under the folder, each with its observer), IPC 1, factor 2, mipc = all, each distil in a fresh process:
+           the wall and the driver's peak memory should barely depend on the number of classes. With bf16
+           scoring the fp32 refinement rescores (k + margin) images a class, and assembly makes an image a class:
+           both grow with the output; ``--precision fp32`` leaves the refinement out.
 """
 
 from __future__ import annotations
@@ -120,7 +126,8 @@ def distill_once(args: argparse.Namespace) -> dict[str, Any]:
 
     values = {"data": args.source, "out": args.out, "observers": [f"checkpoint@{Path(args.data) / 'observer'}"],
               "ipc": args.ipc, "factor": 2, "mipc": args.per_class, "num_crops": 5, "input_size": 224,
-              "from_scores": args.from_scores, "refine_margin": args.refine_margin}
+              "from_scores": args.from_scores, "refine_margin": args.refine_margin,
+              **({"precision": args.precision} if args.precision else {})}
     started = time.perf_counter()
     with _Peaks() as peaks:
         distilled = distill(RdedConfig(**values))
@@ -191,6 +198,23 @@ def memory(args: argparse.Namespace) -> dict[str, Any]:
         for key in ("driver_peak_rss_gib", "driver_peak_private_gib"):
             result[f"{tree}_{key}_ipc50_over_ipc10"] = round(result[f"{tree}_ipc50"][key]
                                                              / result[f"{tree}_ipc10"][key], 3)
+    return result
+
+
+def classes(args: argparse.Namespace) -> dict[str, Any]:
+    """The same candidates spread over few or many classes: what grows with the classes, not the images."""
+    result: dict[str, Any] = {"candidates": 16_000, "precision": args.precision or "auto"}
+    for n in (10, 1000):
+        data = Path(args.data) / f"classes{n}"
+        per_class = 16_000 // n
+        if not (data / "observer").exists():
+            result[f"data_{n}"] = make_data(argparse.Namespace(data=str(data), classes=n, per_class=per_class))
+        out = data / "run"
+        shutil.rmtree(out, ignore_errors=True)
+        result[f"classes_{n}"] = _child(argparse.Namespace(data=str(data), per_class=per_class),
+                                        source=str(data / "train"), ipc=1, out=out, precision=args.precision)
+    for key in ("wall_s", "driver_peak_rss_gib", "driver_peak_private_gib"):
+        result[f"{key}_1000_over_10"] = round(result["classes_1000"][key] / result["classes_10"][key], 3)
     return result
 
 
@@ -353,7 +377,8 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("data", "memory", "latency", "parquet", "one", "proxy"))
+    parser.add_argument("stage", choices=("data", "memory", "latency", "parquet", "classes", "one",
+                                                  "proxy"))
     parser.add_argument("--data", required=True)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--per-class", type=int, default=200, help="JPEGs per class, and mipc")
@@ -363,6 +388,7 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--from-scores", help=argparse.SUPPRESS)
     parser.add_argument("--refine-margin", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", help="classes: the scoring precision (default: raydd's auto)")
     parser.add_argument("--before", help="memory: a checkout of raydd to measure the same way (PYTHONPATH)")
     parser.add_argument("--listen", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--target", type=int, help=argparse.SUPPRESS)
@@ -379,7 +405,8 @@ def main() -> None:
     from _machine import machine
 
     result = {"benchmark": "input_scale", "stage": args.stage,
-              **{"data": make_data, "memory": memory, "latency": latency, "parquet": parquet}[args.stage](args),
+              **{"data": make_data, "memory": memory, "latency": latency, "parquet": parquet,
+                 "classes": classes}[args.stage](args),
               "machine": machine()}
     print(json.dumps(result, indent=2))
     if args.json:
