@@ -22,7 +22,8 @@ Stages:
            shares the cores with raydd); the wall of each, every stage included, and the servers' CPU time.
   parquet  the candidates' blocks as the pipeline forms them (all M images of each class, in shard order, blocks
            of 256) read through a filesystem that counts bytes: bytes read against the candidates' own bytes;
-           then assembly's reads of IPC 10's winners, by image (16 images a block) and by cell (shard order).
+           then bf16's fp32 refinement (each class's best 47, 32 or 256 a block) and assembly's reads of IPC 10's
+           winners, by image (16 images a block) and by cell (shard order).
   classes  the same 16,000 candidates as 10 classes × 1,600 and as 1,000 classes × 16 (two trees made by ``data``
            under the folder, each with its observer), IPC 1, factor 2, mipc = all, each distil in a fresh process:
            the wall and the driver's peak memory should barely depend on the number of classes. With bf16
@@ -340,6 +341,19 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
             own += sum(len(b) for b in read_image_bytes(order[start:start + 256], fs) if b)
         result[name] = {"bytes_read": counting.bytes_read, "candidates_bytes": own,
                         "read_over_candidates": round(counting.bytes_read / own, 3)}
+    # With bf16 scoring, the fp32 refinement reads each class's best 40 + 40 // 8 + 2 images again, in shard order,
+    # 32 or 256 a block (which ones does not matter here: every row group holds some).
+    refined = sorted((ref for name in index.classes for ref in drawn[name][:47]),
+                     key=lambda r: (r.rpartition("#")[0], int(r.rpartition("#")[2])))
+    for block in (32, 256):
+        counting = Counting()
+        fs = pafs.PyFileSystem(pafs.FSSpecHandler(counting))
+        for start in range(0, len(refined), block):
+            read_image_bytes(refined[start:start + block], fs)
+        result[f"refinement_blocks_of_{block}"] = {
+            "images": len(refined), "bytes_read": counting.bytes_read,
+            "read_over_candidates": round(counting.bytes_read / result["shard_order"]["candidates_bytes"], 3)}
+    result["refinement"] = result["refinement_blocks_of_256"]  # the pipeline's blocks for Parquet sources
     # Assembly (IPC 10, factor 2) reads each class's 40 winners again, four a distilled image, 16 images a block.
     winners = {name: drawn[name][:40] for name in index.classes}
     images = [[winners[name][i + 10 * k] for k in range(4)] for name in index.classes for i in range(10)]
@@ -361,6 +375,8 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
                                   "read_over_winners": round(counting.bytes_read / winner_bytes, 3)}
     everything = result["shard_order"]["bytes_read"] + counting.bytes_read
     result["scoring_and_assembly_over_candidates"] = round(everything / result["shard_order"]["candidates_bytes"], 3)
+    result["with_refinement_over_candidates"] = round((everything + result["refinement"]["bytes_read"])
+                                                      / result["shard_order"]["candidates_bytes"], 3)
     # raydd before issue 31 read, for each block, the image column of every shard it touched, whole.
     column = {}
     for path in {r.rpartition("#")[0] for r in refs}:

@@ -22,7 +22,7 @@ from raydd.io.writer import fixed_size_list
 from raydd.rded import tasks
 from raydd.rded.actors import ScoreCrops
 from raydd.rded.config import RdedConfig
-from raydd.rded.plan import DistillPlan, actor_args
+from raydd.rded.plan import DistillPlan, actor_args, is_parquet
 from raydd.rded.selection import in_doubt, partial_topk
 from raydd.runtime import init_ray
 from raydd.scaling import table_dataset
@@ -110,10 +110,13 @@ def refine_scores(config: RdedConfig, plan: DistillPlan, candidates: pa.Table, s
     else:
         window = partial_topk(scores, config.per_class + config.refine_count(plan.precision))
     need = window.filter(pc.invert(window["refined"]))["image_id"]
+    todo = candidates.filter(pc.is_in(candidates["image_id"], value_set=need))
+    # The window is a fraction of the candidates: small blocks keep every actor busy to the end. Parquet rows are
+    # read by row group, each row group once by every block that holds one of its rows: there, blocks of 32 read
+    # the window's row groups 1.7 times over, the scoring's blocks 1.06 times (BENCHMARKS.md).
+    block_images = config.block_images if is_parquet(todo["name"][:1].to_pylist()) else min(config.block_images, 32)
     sub: dict[str, Any] = {}
-    # The window is a fraction of the candidates: small blocks keep every actor busy to the end.
-    parts = score_candidates(config, plan, candidates.filter(pc.is_in(candidates["image_id"], value_set=need)), folder,
-                             sub, precision="fp32", block_images=min(config.block_images, 32))
+    parts = score_candidates(config, plan, todo, folder, sub, precision="fp32", block_images=block_images)
     stats["refined_images"] = len(need)
     if not parts:
         return scores
