@@ -308,6 +308,10 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
     from fsspec.implementations.local import LocalFileSystem
 
     from raydd.data import list_images, read_image_bytes, sample_per_class
+    from raydd.rded.plan import in_shard_order
+
+    def shard_order(names: list[str]) -> list[str]:  # the pipeline's order of Parquet rows
+        return [names[i] for i in in_shard_order(names)]
 
     class Counting(LocalFileSystem):
         cachable = False
@@ -331,7 +335,7 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
     index = list_images(str(Path(args.data) / "parquet"))
     drawn = sample_per_class(index, args.per_class, seed=0)
     refs = [ref for name in index.classes for ref in drawn[name]]
-    by_shard = sorted(refs, key=lambda r: (r.rpartition("#")[0], int(r.rpartition("#")[2])))  # the pipeline's order
+    by_shard = shard_order(refs)
     result: dict[str, Any] = {"candidates": len(refs), "shards": 16, "block_images": 256}
     for name, order in (("shard_order", by_shard), ("class_order", refs)):
         counting = Counting()
@@ -343,8 +347,7 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
                         "read_over_candidates": round(counting.bytes_read / own, 3)}
     # With bf16 scoring, the fp32 refinement reads each class's best 40 + 40 // 8 + 2 images again, in shard order,
     # 32 or 256 a block (which ones does not matter here: every row group holds some).
-    refined = sorted((ref for name in index.classes for ref in drawn[name][:47]),
-                     key=lambda r: (r.rpartition("#")[0], int(r.rpartition("#")[2])))
+    refined = shard_order([ref for name in index.classes for ref in drawn[name][:47]])
     for block in (32, 256):
         counting = Counting()
         fs = pafs.PyFileSystem(pafs.FSSpecHandler(counting))
@@ -353,7 +356,6 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
         result[f"refinement_blocks_of_{block}"] = {
             "images": len(refined), "bytes_read": counting.bytes_read,
             "read_over_candidates": round(counting.bytes_read / result["shard_order"]["candidates_bytes"], 3)}
-    result["refinement"] = result["refinement_blocks_of_256"]  # the pipeline's blocks for Parquet sources
     # Assembly (IPC 10, factor 2) reads each class's 40 winners again, four a distilled image, 16 images a block.
     winners = {name: drawn[name][:40] for name in index.classes}
     images = [[winners[name][i + 10 * k] for k in range(4)] for name in index.classes for i in range(10)]
@@ -365,8 +367,7 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
                                                          pafs.LocalFileSystem()))
     result["assembly_by_image"] = {"bytes_read": counting.bytes_read, "winners_bytes": winner_bytes,
                                    "read_over_winners": round(counting.bytes_read / winner_bytes, 3)}
-    cells = sorted((ref for image in images for ref in image),  # the pipeline's cells, in shard order
-                   key=lambda r: (r.rpartition("#")[0], int(r.rpartition("#")[2])))
+    cells = shard_order([ref for image in images for ref in image])  # the pipeline's cells
     counting = Counting()
     fs = pafs.PyFileSystem(pafs.FSSpecHandler(counting))
     for start in range(0, len(cells), 256):
@@ -375,7 +376,8 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
                                   "read_over_winners": round(counting.bytes_read / winner_bytes, 3)}
     everything = result["shard_order"]["bytes_read"] + counting.bytes_read
     result["scoring_and_assembly_over_candidates"] = round(everything / result["shard_order"]["candidates_bytes"], 3)
-    result["with_refinement_over_candidates"] = round((everything + result["refinement"]["bytes_read"])
+    refinement = result["refinement_blocks_of_256"]["bytes_read"]  # the pipeline's blocks for Parquet sources
+    result["with_refinement_over_candidates"] = round((everything + refinement)
                                                       / result["shard_order"]["candidates_bytes"], 3)
     # raydd before issue 31 read, for each block, the image column of every shard it touched, whole.
     column = {}
@@ -393,8 +395,7 @@ def parquet(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("data", "memory", "latency", "parquet", "classes", "one",
-                                                  "proxy"))
+    parser.add_argument("stage", choices=("data", "memory", "latency", "parquet", "classes", "one", "proxy"))
     parser.add_argument("--data", required=True)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--per-class", type=int, default=200, help="JPEGs per class, and mipc")
